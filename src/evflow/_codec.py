@@ -1,0 +1,318 @@
+"""Encoding: events to bytes (one reused msgpack encoder/decoder), record framing, and
+user values (step arguments and outputs).
+
+Values are msgpack where that round-trips with the same types: ``None``, ``bool``,
+``int`` (64-bit), ``float``, ``str``, ``bytes``, and ``list``/``tuple``/``dict`` of them
+(tuples and exceptions travel as msgpack extensions, so a tuple comes back a tuple).
+Anything else is pickled unless pickling is refused. The first byte of an encoded value
+says which (``VALUE_MSGPACK`` or ``VALUE_PICKLE``).
+
+A framed record is ``<u32 length><u32 crc32(payload)><payload>``, little-endian.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+import struct
+import traceback
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgspec
+
+from ._events import AnyEvent, ErrorInfo, Event
+
+__all__ = [
+    "FRAME_HEADER",
+    "Ref",
+    "UnencodableError",
+    "decode_event",
+    "decode_value",
+    "encode_event",
+    "encode_value",
+    "error_info",
+    "exception_from_info",
+    "frame",
+    "import_path",
+    "import_object",
+    "iter_frames",
+    "substitute_refs",
+]
+
+VALUE_MSGPACK = 0
+VALUE_PICKLE = 1
+_EXT_TUPLE = 1
+_EXT_REF = 2
+_EXT_ERROR = 3
+_MAX_INT = 2**64 - 1
+_MIN_INT = -(2**63)
+
+FRAME_HEADER = struct.Struct("<II")
+
+_event_encoder = msgspec.msgpack.Encoder()
+_event_decoder = msgspec.msgpack.Decoder(AnyEvent)
+
+
+def encode_event(event: Event) -> bytes:
+    """Encode one event (msgpack, tagged)."""
+    return _event_encoder.encode(event)
+
+
+def decode_event(data: bytes | memoryview) -> AnyEvent:
+    """Decode one event; raises ``msgspec.DecodeError`` (a ``ValueError``) when invalid."""
+    return _event_decoder.decode(data)
+
+
+def frame(payload: bytes) -> bytes:
+    """Wrap a payload in a length-and-checksum frame."""
+    return FRAME_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def iter_frames(buf: bytes | memoryview, start: int = 0) -> Iterator[tuple[int, bytes | None, str]]:
+    """Yield ``(offset, payload, problem)`` for each frame of ``buf`` from ``start``.
+
+    ``payload`` is None when the frame is damaged; ``problem`` then says how, and is
+    ``"torn"`` when the frame runs past the end of ``buf`` (an interrupted last write).
+    Iteration stops after a damaged frame, since the next frame's start is unknown.
+    """
+    view = memoryview(buf)
+    end = len(view)
+    pos = start
+    size = FRAME_HEADER.size
+    while pos < end:
+        if end - pos < size:
+            yield pos, None, "torn"
+            return
+        length, crc = FRAME_HEADER.unpack_from(view, pos)
+        body_end = pos + size + length
+        if body_end > end:
+            yield pos, None, "torn"
+            return
+        payload = bytes(view[pos + size : body_end])
+        if zlib.crc32(payload) != crc:
+            yield pos, None, "checksum mismatch"
+            return
+        yield pos, payload, ""
+        pos = body_end
+
+
+# -- user values -------------------------------------------------------------------------
+
+
+class UnencodableError(TypeError):
+    """A value can be neither msgpack-encoded nor pickled (or pickling is refused)."""
+
+
+class Ref(msgspec.Struct, frozen=True):
+    """Stands for a dependency's value inside recorded step arguments."""
+
+    name: str
+
+
+class _Unsupported(Exception):
+    pass
+
+
+class _Tuple:
+    """A tuple on its way to msgpack (which would otherwise write it as a list)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def _error_ext(exc: BaseException) -> msgspec.msgpack.Ext:
+    info = error_info(exc, allow_pickle=False)
+    return msgspec.msgpack.Ext(_EXT_ERROR, _event_encoder.encode(info))
+
+
+def _enc_hook(obj: Any) -> Any:
+    if type(obj) is _Tuple:
+        return msgspec.msgpack.Ext(_EXT_TUPLE, _value_encoder.encode(obj.items))
+    if type(obj) is Ref:
+        return msgspec.msgpack.Ext(_EXT_REF, obj.name.encode())
+    if isinstance(obj, BaseException):
+        return _error_ext(obj)
+    raise _Unsupported(type(obj).__qualname__)
+
+
+def _check(value: Any, refs: Callable[[Any], str | None] | None) -> Any:
+    """Return ``value`` with nodes turned into ``Ref``; raise ``_Unsupported`` for types
+    that msgpack would not give back as they are."""
+    t = type(value)
+    if t in _PLAIN:
+        if t is int and not _MIN_INT <= value <= _MAX_INT:
+            raise _Unsupported("int")
+        return value
+    if t is list:
+        return [_check(v, refs) for v in value]
+    if t is tuple:
+        return _Tuple([_check(v, refs) for v in value])
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) not in (str, int):
+                raise _Unsupported("dict key")
+            out[k] = _check(v, refs)
+        return out
+    if refs is not None:
+        name = refs(value)
+        if name is not None:
+            return Ref(name)
+    if t is Ref:
+        return value
+    if isinstance(value, BaseException):
+        return value
+    raise _Unsupported(t.__qualname__)
+
+
+
+def _swap_refs(value: Any, refs: Callable[[Any], str | None]) -> Any:
+    """Replace nodes by ``Ref`` inside lists, tuples and dicts (for the pickle path)."""
+    name = refs(value)
+    if name is not None:
+        return Ref(name)
+    t = type(value)
+    if t is list:
+        return [_swap_refs(v, refs) for v in value]
+    if t is tuple:
+        return tuple([_swap_refs(v, refs) for v in value])
+    if t is dict:
+        return {k: _swap_refs(v, refs) for k, v in value.items()}
+    return value
+
+
+_value_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+
+
+def _ext_hook(code: int, data: memoryview) -> Any:
+    if code == _EXT_TUPLE:
+        return tuple(_value_decoder.decode(data))
+    if code == _EXT_REF:
+        return Ref(bytes(data).decode())
+    if code == _EXT_ERROR:
+        return exception_from_info(msgspec.msgpack.decode(data, type=ErrorInfo), allow_pickle=False)
+    raise ValueError(f"unknown msgpack extension {code} in a recorded value")
+
+
+_value_decoder = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
+
+
+def encode_value(
+    value: Any,
+    *,
+    allow_pickle: bool = True,
+    refs: Callable[[Any], str | None] | None = None,
+    what: str = "value",
+) -> bytes:
+    """Encode a user value; ``refs`` maps a dependency node to its step name.
+
+    Raises ``UnencodableError`` naming ``what`` when the value cannot be recorded.
+    """
+    try:
+        checked = _check(value, refs)
+    except _Unsupported as exc:
+        kind = str(exc)
+    except RecursionError:
+        kind = "deeply nested value"
+    else:
+        return bytes((VALUE_MSGPACK,)) + _value_encoder.encode(checked)
+    if not allow_pickle:
+        raise UnencodableError(
+            f"{what} holds a {kind}, which msgpack cannot round-trip, and this engine was "
+            "opened with allow_pickle=False; pass plain data (None, bool, int, float, str, "
+            "bytes, list, tuple, dict)"
+        )
+    swapped = _swap_refs(value, refs) if refs is not None else value
+    try:
+        return bytes((VALUE_PICKLE,)) + pickle.dumps(swapped, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # pickle raises many types (PicklingError, TypeError, ...)
+        raise UnencodableError(f"{what} cannot be recorded: {kind} is not picklable ({exc})") from exc
+
+
+def decode_value(data: bytes) -> Any:
+    """Decode a value written by ``encode_value`` (dependencies come back as ``Ref``)."""
+    if not data:
+        raise ValueError("empty encoded value")
+    kind = data[0]
+    if kind == VALUE_MSGPACK:
+        return _value_decoder.decode(memoryview(data)[1:])
+    if kind == VALUE_PICKLE:
+        return pickle.loads(memoryview(data)[1:])
+    raise ValueError(f"unknown value encoding {kind}")
+
+
+def substitute_refs(value: Any, values: Callable[[str], Any]) -> Any:
+    """Replace every ``Ref`` inside lists, tuples and dicts by ``values(name)``."""
+    t = type(value)
+    if t is Ref:
+        return values(value.name)
+    if t is list:
+        return [substitute_refs(v, values) for v in value]
+    if t is tuple:
+        return tuple([substitute_refs(v, values) for v in value])
+    if t is dict:
+        return {k: substitute_refs(v, values) for k, v in value.items()}
+    return value
+
+
+# -- exceptions ----------------------------------------------------------------------------
+
+
+def import_path(obj: Any) -> str:
+    """``module:qualname`` of a class or function."""
+    return f"{obj.__module__}:{obj.__qualname__}"
+
+
+def import_object(path: str) -> Any:
+    """Import ``module:qualname``; raises ``ImportError``/``AttributeError`` naming it."""
+    module_name, _, qualname = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def error_info(exc: BaseException, *, allow_pickle: bool) -> ErrorInfo:
+    """Record an exception: type path, message, args where encodable, traceback text."""
+    try:
+        args: bytes | None = encode_value(exc.args, allow_pickle=False)
+    except (UnencodableError, RecursionError):
+        args = None
+    pickled = None
+    if allow_pickle and args is None:
+        try:
+            pickled = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # an unpicklable exception still gets recorded by type and text
+            pickled = None
+    tb = "".join(traceback.format_exception(exc))
+    return ErrorInfo(type=import_path(type(exc)), message=str(exc), args=args, pickled=pickled, traceback=tb)
+
+
+def exception_from_info(info: ErrorInfo, *, allow_pickle: bool = True) -> BaseException:
+    """Rebuild a recorded exception with its original type where possible, else ``StepError``."""
+    from ._errors import StepError
+
+    if info.pickled is not None and allow_pickle:
+        try:
+            exc = pickle.loads(info.pickled)
+            if isinstance(exc, BaseException):
+                return exc
+        except Exception:  # fall back to the type and args below
+            pass
+    if info.args is not None:
+        try:
+            cls = import_object(info.type)
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                args = decode_value(info.args)
+                rebuilt: BaseException = cls(*args)
+                return rebuilt
+        except Exception:  # the type moved or its __init__ differs: stand in with StepError
+            pass
+    return StepError(info.type, info.message, info.traceback)

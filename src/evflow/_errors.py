@@ -1,0 +1,157 @@
+"""The exception tree of evflow.
+
+::
+
+    EvflowError
+    ├── WorkflowNotFoundError (LookupError)
+    ├── StepNotFoundError (LookupError)
+    ├── WorkflowExecutionError         the step's exception is its __cause__
+    ├── WorkflowCancellationError
+    ├── WorkflowRunningError
+    ├── WorkflowNotRunningError
+    ├── NoEngineError (RuntimeError)
+    ├── StepError                      a recorded exception whose type cannot be rebuilt
+    └── StoreError
+        ├── StoreLockedError           another live process writes this store
+        ├── CorruptLogError            a damaged record (names workflow and position)
+        └── SequenceConflictError      an append whose sequence number is already taken
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptLogError",
+    "EvflowError",
+    "NoEngineError",
+    "SequenceConflictError",
+    "StepError",
+    "StepNotFoundError",
+    "StoreError",
+    "StoreLockedError",
+    "WorkflowCancellationError",
+    "WorkflowExecutionError",
+    "WorkflowNotFoundError",
+    "WorkflowNotRunningError",
+    "WorkflowRunningError",
+]
+
+
+class EvflowError(Exception):
+    """Root of every error evflow raises on purpose."""
+
+
+class WorkflowNotFoundError(EvflowError, LookupError):
+    """No workflow with this id exists in the store."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} not found")
+        self.workflow_id = workflow_id
+
+
+class StepNotFoundError(EvflowError, LookupError):
+    """The workflow has no step with this name."""
+
+    def __init__(self, workflow_id: str, name: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} has no step named {name!r}")
+        self.workflow_id = workflow_id
+        self.name = name
+
+
+class WorkflowExecutionError(EvflowError):
+    """A workflow failed; the failing step's exception is the ``__cause__``."""
+
+    def __init__(self, workflow_id: str, step: str | None = None, message: str = "") -> None:
+        where = f" at step {step!r}" if step else ""
+        text = f"workflow {workflow_id!r} failed{where}"
+        super().__init__(f"{text}: {message}" if message else text)
+        self.workflow_id = workflow_id
+        self.step = step
+
+
+class WorkflowCancellationError(EvflowError):
+    """The workflow was canceled."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} was canceled")
+        self.workflow_id = workflow_id
+
+
+class WorkflowRunningError(EvflowError):
+    """The operation is not allowed while the workflow runs."""
+
+    def __init__(self, workflow_id: str, what: str = "") -> None:
+        tail = f": {what}" if what else ""
+        super().__init__(f"workflow {workflow_id!r} is running{tail}")
+        self.workflow_id = workflow_id
+
+
+class WorkflowNotRunningError(EvflowError):
+    """Waiting on a workflow that no live engine runs (resume it first)."""
+
+    def __init__(self, workflow_id: str, status: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} is {status} and not running; "
+            f"call evflow.resume({workflow_id!r}) to run it"
+        )
+        self.workflow_id = workflow_id
+        self.status = status
+
+
+class NoEngineError(EvflowError, RuntimeError):
+    """A module-level function was called with no engine open."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no evflow engine is open in this context; wrap the call in "
+            "`async with evflow.Engine(storage): ...` or call the method on an engine"
+        )
+
+
+class StepError(EvflowError):
+    """Stands in for a recorded step exception whose original type cannot be rebuilt."""
+
+    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+
+class StoreError(EvflowError):
+    """The store could not do what was asked."""
+
+
+class StoreLockedError(StoreError):
+    """Another live process holds the file store's writer lock."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(
+            f"store {path!r} is locked by {holder}; one engine writes a file store at a time "
+            "(use PostgreSQL for several engines, or read it with the CLI)"
+        )
+        self.path = path
+        self.pid = pid
+
+
+class CorruptLogError(StoreError):
+    """A damaged record in the middle of a workflow's log."""
+
+    def __init__(self, workflow_id: str, position: int, what: str) -> None:
+        super().__init__(f"workflow {workflow_id!r}: damaged log at byte {position}: {what}")
+        self.workflow_id = workflow_id
+        self.position = position
+        self.what = what
+
+
+class SequenceConflictError(StoreError):
+    """An append's sequence number does not follow the stored log."""
+
+    def __init__(self, workflow_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r}: append at seq {expected} but the log is at seq {actual} "
+            "(another engine wrote this workflow)"
+        )
+        self.workflow_id = workflow_id
+        self.expected = expected
+        self.actual = actual

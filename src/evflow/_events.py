@@ -1,0 +1,193 @@
+"""The event log's schema: one tagged union of frozen msgspec Structs.
+
+Every state change of a workflow is one of these facts, appended to that workflow's log
+with a per-workflow sequence number (``seq``, from 1, no gaps) and a ``time.time()``
+timestamp. The projection (``_projection.py``) folds them into status, metadata and stats.
+
+Schema evolution (see docs/event-log.md): a tag (class name) is never renamed or reused,
+new fields go last and carry a default, and ``FORMAT_VERSION`` is bumped when a reader
+would need to know. Old logs stay readable because decoding ignores nothing it needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeAlias
+
+import msgspec
+
+__all__ = [
+    "EVENT_TYPES",
+    "FORMAT_VERSION",
+    "ActorCallSubmitted",
+    "AnyEvent",
+    "ErrorInfo",
+    "Event",
+    "MetadataAttached",
+    "StepFailed",
+    "StepFinished",
+    "StepOptions",
+    "StepSpec",
+    "StepStarted",
+    "WorkflowCanceled",
+    "WorkflowFailed",
+    "WorkflowFinished",
+    "WorkflowStarted",
+]
+
+#: Version of the log format written by this release. Readers accept every version up to it.
+FORMAT_VERSION = 1
+
+StepType: TypeAlias = Literal["FUNCTION", "ACTOR_METHOD"]
+
+
+class StepOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A step's effective options as recorded (user metadata is kept on the spec)."""
+
+    name: str
+    step_type: StepType = "FUNCTION"
+    max_retries: int = 3
+    retry_delay: float = 0.0
+    catch_exceptions: bool = False
+    timeout: float | None = None
+    checkpoint: bool = True
+
+
+class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One recorded node of a DAG.
+
+    ``args`` is the encoded ``(args, kwargs)`` pair in which every dependency is a
+    reference to another step's ``name``; ``deps`` lists those names once each, in
+    argument order. ``options.name`` is the base name, ``name`` the unique one assigned.
+    """
+
+    name: str
+    func: str
+    args: bytes
+    options: StepOptions
+    deps: list[str] = []
+    user_metadata: dict[str, Any] = {}
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A recorded exception: enough to show it anywhere and rebuild its type where possible."""
+
+    type: str
+    message: str
+    args: bytes | None = None
+    pickled: bytes | None = None
+    traceback: str = ""
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type", tag=True):
+    """Base of every event: position in the workflow's log and when it happened."""
+
+    seq: int
+    time: float
+
+
+class WorkflowStarted(Event):
+    """A run or resume of the workflow began.
+
+    The first one (``resume=False``) carries the recorded DAG (``steps``, output step
+    ``output``) and the workflow's user metadata. ``kind`` is ``"workflow"`` or
+    ``"actor"``; an actor's first event also names its class and initial state.
+    """
+
+    workflow_id: str
+    resume: bool = False
+    output: str | None = None
+    steps: list[StepSpec] = []
+    user_metadata: dict[str, Any] = {}
+    kind: Literal["workflow", "actor"] = "workflow"
+    actor_class: str | None = None
+    actor_state: bytes | None = None
+    version: int = FORMAT_VERSION
+
+
+class StepStarted(Event):
+    """An attempt of a step began (``attempt`` counts from 1 within one execution)."""
+
+    name: str
+    attempt: int = 1
+
+
+class StepFinished(Event):
+    """A step returned.
+
+    Exactly one of: ``output`` (the encoded value; absent when ``checkpoint=False``) or
+    a continuation, ``continuation`` (the sub-DAG's specs, recorded in this same event)
+    whose output node ``continuation_output`` gives this step its value. An actor's writer
+    step also records the actor's new ``actor_state``.
+    """
+
+    name: str
+    output: bytes | None = None
+    continuation: list[StepSpec] = []
+    continuation_output: str | None = None
+    actor_state: bytes | None = None
+
+
+class StepFailed(Event):
+    """An attempt of a step raised (or timed out); ``will_retry`` says if another follows."""
+
+    name: str
+    attempt: int
+    will_retry: bool
+    error: ErrorInfo
+
+
+class WorkflowFinished(Event):
+    """The workflow's output step has its value: the run ended SUCCESSFUL."""
+
+
+class WorkflowFailed(Event):
+    """The run ended FAILED because ``step`` failed for good."""
+
+    error: ErrorInfo
+    step: str | None = None
+
+
+class WorkflowCanceled(Event):
+    """The workflow was canceled; running steps were stopped."""
+
+
+class MetadataAttached(Event):
+    """User metadata merged into a running step (``step``) or the workflow (``step=None``)."""
+
+    metadata: dict[str, Any]
+    step: str | None = None
+
+
+class ActorCallSubmitted(Event):
+    """A writer call on a virtual actor was submitted; it runs after the earlier ones."""
+
+    step: StepSpec
+
+
+AnyEvent: TypeAlias = (
+    WorkflowStarted
+    | StepStarted
+    | StepFinished
+    | StepFailed
+    | WorkflowFinished
+    | WorkflowFailed
+    | WorkflowCanceled
+    | MetadataAttached
+    | ActorCallSubmitted
+)
+
+#: Every event class by its tag (the ``type`` field of the encoded form).
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        WorkflowStarted,
+        StepStarted,
+        StepFinished,
+        StepFailed,
+        WorkflowFinished,
+        WorkflowFailed,
+        WorkflowCanceled,
+        MetadataAttached,
+        ActorCallSubmitted,
+    )
+}

@@ -1,0 +1,115 @@
+"""The store contract: where event logs live. Only stores do I/O.
+
+A store keeps one append-only log per workflow. The engine is the only writer of a
+workflow's log and hands the store events that already carry their sequence numbers;
+the store refuses any event whose ``seq`` does not follow the stored log with
+``SequenceConflictError`` (never an overwrite), which is what lets several engines share
+a PostgreSQL store safely.
+
+Writes are split so that ordering never depends on scheduling: ``append_nowait`` is a
+plain function that queues events in order (and checks their sequence numbers against
+what it knows), and ``await flush()`` returns once everything queued before the call is
+durable. ``append`` is both. Stores with background work (group commit) do it in
+``run``, which the engine starts in its own task group after ``open``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+import anyio
+from anyio.abc import TaskStatus
+
+from .._errors import CorruptLogError, SequenceConflictError
+from .._events import AnyEvent, Event
+
+__all__ = ["Store", "check_sequence"]
+
+
+def check_sequence(workflow_id: str, last_seq: int, events: Sequence[Event]) -> int:
+    """Check that ``events`` continue a log ending at ``last_seq``; return the new last seq."""
+    expected = last_seq + 1
+    for event in events:
+        if event.seq != expected:
+            raise SequenceConflictError(workflow_id, event.seq, expected - 1)
+        expected += 1
+    return expected - 1
+
+
+class Store(abc.ABC):
+    """Contract every store implements (memory, file, PostgreSQL)."""
+
+    #: Human-readable location, used in messages.
+    url: str = ""
+
+    async def open(self) -> None:
+        """Acquire what the store needs (locks, connections, recovery of a torn tail).
+
+        Raises ``StoreLockedError`` when another live writer holds an exclusive store.
+        """
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Background work (group commit); runs until ``close`` or cancellation.
+
+        The engine starts it with ``await task_group.start(store.run)`` after ``open``.
+        """
+        task_status.started()
+
+    async def close(self) -> None:
+        """Make everything queued durable, stop ``run`` and release resources."""
+
+    @abc.abstractmethod
+    def append_nowait(self, workflow_id: str, events: Sequence[Event]) -> None:
+        """Queue events for the workflow's log, in order; never blocks.
+
+        The first event of a new workflow has ``seq == 1``. Raises
+        ``SequenceConflictError`` when the store can tell at once that a seq is taken or
+        skipped; otherwise the conflict is raised by ``flush``.
+        """
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Return once everything queued before this call is durable (or raise why not)."""
+
+    async def append(self, workflow_id: str, events: Sequence[Event]) -> None:
+        """Queue events and wait until they are durable."""
+        self.append_nowait(workflow_id, events)
+        await self.flush()
+
+    @abc.abstractmethod
+    async def read(self, workflow_id: str, after: int = 0) -> list[AnyEvent]:
+        """Events of the workflow with ``seq > after``, in order ([] for an unknown id).
+
+        Raises ``CorruptLogError`` (with the position) when the log is damaged before its
+        end; a torn last record is not damage, it was never acknowledged.
+        """
+
+    @abc.abstractmethod
+    async def list_workflows(self) -> list[str]:
+        """Ids of every workflow with a log, in no particular order."""
+
+    async def read_all(self) -> dict[str, list[AnyEvent] | CorruptLogError]:
+        """Every workflow's events (or why its log cannot be read), for recovery."""
+        out: dict[str, list[AnyEvent] | CorruptLogError] = {}
+        for workflow_id in await self.list_workflows():
+            try:
+                out[workflow_id] = await self.read(workflow_id)
+            except CorruptLogError as exc:
+                out[workflow_id] = exc
+        return out
+
+    @abc.abstractmethod
+    async def delete(self, workflow_id: str) -> bool:
+        """Remove the workflow's log; return False if there was none. The id is then free."""
+
+    async def wait_for_events(self, workflow_id: str, after: int, poll_interval: float = 0.05) -> None:
+        """Return once the workflow has an event with ``seq > after`` (polls by default)."""
+        while True:
+            if await self.read(workflow_id, after):
+                return
+            await anyio.sleep(poll_interval)
+
+    async def writer_alive(self) -> bool:
+        """Whether a live engine currently writes this store (readers show RESUMABLE if not)."""
+        return False

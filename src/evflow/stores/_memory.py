@@ -1,0 +1,46 @@
+"""In-memory store for tests: nothing survives the process."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .._events import AnyEvent, Event
+from ._base import Store, check_sequence
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    """Keeps each workflow's events in a list. One instance can serve engines in turn."""
+
+    def __init__(self) -> None:
+        self.url = "memory://"
+        self._logs: dict[str, list[AnyEvent]] = {}
+        self._open_engines = 0
+
+    async def open(self) -> None:
+        self._open_engines += 1
+
+    async def close(self) -> None:
+        self._open_engines = max(0, self._open_engines - 1)
+
+    def append_nowait(self, workflow_id: str, events: Sequence[Event]) -> None:
+        log = self._logs.setdefault(workflow_id, [])
+        check_sequence(workflow_id, log[-1].seq if log else 0, events)
+        log.extend(events)  # type: ignore[arg-type]
+
+    async def flush(self) -> None:
+        return None
+
+    async def read(self, workflow_id: str, after: int = 0) -> list[AnyEvent]:
+        log = self._logs.get(workflow_id, [])
+        return log[after:] if after > 0 else list(log)
+
+    async def list_workflows(self) -> list[str]:
+        return list(self._logs)
+
+    async def delete(self, workflow_id: str) -> bool:
+        return self._logs.pop(workflow_id, None) is not None
+
+    async def writer_alive(self) -> bool:
+        return self._open_engines > 0

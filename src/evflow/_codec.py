@@ -105,10 +105,25 @@ class UnencodableError(TypeError):
     """A value can be neither msgpack-encoded nor pickled (or pickling is refused)."""
 
 
-class Ref(msgspec.Struct, frozen=True):
+class Ref:
     """Stands for a dependency's value inside recorded step arguments."""
 
-    name: str
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Ref and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(("evflow.Ref", self.name))
+
+    def __repr__(self) -> str:
+        return f"Ref({self.name!r})"
+
+    def __reduce__(self) -> tuple[type[Ref], tuple[str]]:
+        return (Ref, (self.name,))
 
 
 class _Unsupported(Exception):

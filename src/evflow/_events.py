@@ -137,7 +137,13 @@ class StepFailed(Event):
 
 
 class WorkflowFinished(Event):
-    """The workflow's output step has its value: the run ended SUCCESSFUL."""
+    """The workflow's output step has its value: the run ended SUCCESSFUL.
+
+    ``output`` is set only when the output step's value was not checkpointed
+    (``checkpoint=False``): a workflow's own output is always recorded.
+    """
+
+    output: bytes | None = None
 
 
 class WorkflowFailed(Event):

@@ -1,0 +1,130 @@
+"""Module-level functions that act on the current engine, and ``WorkflowHandle``."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from ._context import current_engine, current_step
+from ._projection import WorkflowStatus
+from ._step import validate_metadata
+
+if TYPE_CHECKING:
+    from ._engine import Engine, StatusFilter
+
+__all__ = [
+    "WorkflowHandle",
+    "attach_metadata",
+    "cancel",
+    "delete",
+    "get_actor",
+    "get_metadata",
+    "get_output",
+    "get_status",
+    "list_all",
+    "resume",
+    "resume_all",
+    "resume_async",
+]
+
+
+class WorkflowHandle:
+    """A started workflow: ``await handle`` (or ``await handle.result()``) gives its output."""
+
+    __slots__ = ("_engine", "workflow_id")
+
+    def __init__(self, workflow_id: str, engine: Engine) -> None:
+        self.workflow_id = workflow_id
+        self._engine = engine
+
+    def __repr__(self) -> str:
+        return f"<WorkflowHandle {self.workflow_id!r}>"
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.result().__await__()
+
+    async def result(self) -> Any:
+        """Wait for the workflow to end and return its output (raises as ``run`` does)."""
+        return await self._engine.get_output(self.workflow_id)
+
+    async def cancel(self) -> None:
+        """Cancel the workflow."""
+        await self._engine.cancel(self.workflow_id)
+
+    async def status(self) -> WorkflowStatus:
+        """The workflow's status now."""
+        return await self._engine.get_status(self.workflow_id)
+
+    async def metadata(self) -> dict[str, Any]:
+        """The workflow's metadata now."""
+        return await self._engine.get_metadata(self.workflow_id)
+
+
+async def get_output(workflow_id: str, *, name: str | None = None) -> Any:
+    """Wait for the workflow (or its step ``name``) to end and return its value."""
+    return await current_engine().get_output(workflow_id, name=name)
+
+
+async def get_status(workflow_id: str) -> WorkflowStatus:
+    """The workflow's ``WorkflowStatus``; raises ``WorkflowNotFoundError``."""
+    return await current_engine().get_status(workflow_id)
+
+
+async def get_metadata(workflow_id: str, name: str | None = None) -> dict[str, Any]:
+    """Metadata of the workflow or of its step ``name`` (see docs/metadata.md)."""
+    return await current_engine().get_metadata(workflow_id, name)
+
+
+async def list_all(status_filter: StatusFilter = None) -> list[tuple[str, WorkflowStatus]]:
+    """``[(workflow_id, status)]``; filter by a status, its string, or a set of them."""
+    return await current_engine().list_all(status_filter)
+
+
+async def resume(workflow_id: str) -> Any:
+    """Resume the workflow and return its output."""
+    return await current_engine().resume(workflow_id)
+
+
+async def resume_async(workflow_id: str) -> WorkflowHandle:
+    """Resume the workflow and return its handle."""
+    return await current_engine().resume_async(workflow_id)
+
+
+async def resume_all(include_failed: bool = False) -> list[tuple[str, WorkflowHandle]]:
+    """Resume every RESUMABLE (and, if asked, FAILED) workflow."""
+    return await current_engine().resume_all(include_failed)
+
+
+async def cancel(workflow_id: str) -> None:
+    """Cancel the workflow: running steps are stopped and it becomes CANCELED."""
+    await current_engine().cancel(workflow_id)
+
+
+async def delete(workflow_id: str) -> None:
+    """Delete the workflow and its log."""
+    await current_engine().delete(workflow_id)
+
+
+async def get_actor(actor_id: str) -> Any:
+    """A handle on an existing virtual actor; raises ``WorkflowNotFoundError``."""
+    return await current_engine().get_actor(actor_id)
+
+
+def attach_metadata(metadata: dict[str, Any]) -> None:
+    """Merge user metadata into the running step (sync or async); never blocks.
+
+    Raises ``RuntimeError`` outside a running step, ``ValueError`` for bad metadata.
+    """
+    ctx = current_step.get()
+    if ctx is None:
+        raise RuntimeError("evflow.attach_metadata() can only be called inside a running step")
+    checked = validate_metadata(metadata, f"attach_metadata in step {ctx.name!r}")
+    engine = ctx.engine
+    if engine.in_event_loop_thread():
+        engine.attach_metadata_nowait(ctx.workflow_id, ctx.name, checked)
+    else:
+        import anyio.from_thread
+
+        anyio.from_thread.run_sync(
+            engine.attach_metadata_nowait, ctx.workflow_id, ctx.name, checked, token=engine.loop_token
+        )

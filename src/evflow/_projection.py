@@ -1,0 +1,366 @@
+"""The projection: status, metadata and stats folded from a workflow's events.
+
+``apply(state, event)`` is the whole fold: pure (no I/O, no await, no clock), O(1) per
+event except the terminal ones, and the only code that computes status. The engine applies
+it to each event it appends; ``replay(events)`` applies it from scratch, so any past state
+can be recomputed from a prefix of the log.
+
+Whether an engine *owns* a workflow is not in the log; it is the ``live`` flag the caller
+sets. A workflow the log says is RUNNING but which no live engine owns reports RESUMABLE.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any
+
+from ._errors import StepNotFoundError
+from ._events import (
+    ActorCallSubmitted,
+    ErrorInfo,
+    Event,
+    MetadataAttached,
+    StepFailed,
+    StepFinished,
+    StepSpec,
+    StepStarted,
+    WorkflowCanceled,
+    WorkflowFailed,
+    WorkflowFinished,
+    WorkflowStarted,
+)
+
+__all__ = [
+    "StepState",
+    "StepStatus",
+    "WorkflowState",
+    "WorkflowStatus",
+    "allocate_names",
+    "apply",
+    "replay",
+]
+
+
+class WorkflowStatus(StrEnum):
+    """Status of a workflow (a ``str``: ``status == "SUCCESSFUL"`` holds)."""
+
+    RUNNING = "RUNNING"
+    FAILED = "FAILED"
+    RESUMABLE = "RESUMABLE"
+    CANCELED = "CANCELED"
+    SUCCESSFUL = "SUCCESSFUL"
+
+
+class StepStatus(StrEnum):
+    """Status of one step."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCESSFUL = "SUCCESSFUL"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    RESUMABLE = "RESUMABLE"
+
+
+class StepState:
+    """Folded state of one recorded step."""
+
+    __slots__ = (
+        "attempt",
+        "continuation_output",
+        "end_time",
+        "error",
+        "finished",
+        "output",
+        "parent",
+        "spec",
+        "start_time",
+        "status",
+        "user_metadata",
+    )
+
+    def __init__(self, spec: StepSpec, parent: str | None) -> None:
+        self.spec = spec
+        self.parent = parent
+        self.status = StepStatus.PENDING
+        self.user_metadata: dict[str, Any] = dict(spec.user_metadata)
+        self.start_time: float | None = None
+        self.end_time: float | None = None
+        self.attempt = 0
+        #: StepFinished seen (in any run); its value is ``output`` or the continuation's.
+        self.finished = False
+        self.output: bytes | None = None
+        self.continuation_output: str | None = None
+        self.error: ErrorInfo | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class WorkflowState:
+    """Folded state of one workflow; ``metadata()`` gives the ``get_metadata`` dicts."""
+
+    def __init__(self, workflow_id: str, *, live: bool = True) -> None:
+        self.workflow_id = workflow_id
+        self.live = live
+        self.kind = "workflow"
+        self.run_status = WorkflowStatus.RUNNING
+        self.user_metadata: dict[str, Any] = {}
+        self.start_time: float | None = None
+        self.end_time: float | None = None
+        self.steps: dict[str, StepState] = {}
+        self.output: str | None = None
+        #: The output value when the output step itself was not checkpointed.
+        self.final_output: bytes | None = None
+        self.counters: dict[str, int] = {}
+        self.last_seq = 0
+        self.version = 0
+        self.error: ErrorInfo | None = None
+        self.failed_step: str | None = None
+        self.running: set[str] = set()
+        self.actor_class: str | None = None
+        self.actor_state: bytes | None = None
+        #: Actor writer calls submitted and not yet finished, in submission order.
+        self.actor_calls: deque[str] = deque()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def status(self) -> WorkflowStatus:
+        """The status now: RESUMABLE when the log says RUNNING but no live engine owns it."""
+        if self.run_status is WorkflowStatus.RUNNING and not self.live:
+            return WorkflowStatus.RESUMABLE
+        return self.run_status
+
+    def step_status(self, step: StepState) -> StepStatus:
+        if step.status is StepStatus.RUNNING and not self.live:
+            return StepStatus.RESUMABLE
+        return step.status
+
+    def step(self, name: str) -> StepState:
+        """The named step; raises ``StepNotFoundError``."""
+        try:
+            return self.steps[name]
+        except KeyError:
+            raise StepNotFoundError(self.workflow_id, name) from None
+
+    def value_source(self, name: str) -> StepState | None:
+        """The step whose recorded output is the value of step ``name``, following
+        continuations; None while that value is not known."""
+        step = self.steps.get(name)
+        while step is not None and step.finished:
+            if step.continuation_output is None:
+                return step
+            step = self.steps.get(step.continuation_output)
+        return None
+
+    def metadata(self, name: str | None = None) -> dict[str, Any]:
+        """``get_metadata`` for the workflow, or for step ``name``."""
+        if name is not None:
+            return self._step_metadata(self.step(name))
+        stats: dict[str, float] = {}
+        if self.start_time is not None:
+            stats["start_time"] = self.start_time
+        if self.end_time is not None:
+            stats["end_time"] = self.end_time
+        return {
+            "workflow_id": self.workflow_id,
+            "status": self.status.value,
+            "user_metadata": dict(self.user_metadata),
+            "stats": stats,
+        }
+
+    def _step_metadata(self, step: StepState) -> dict[str, Any]:
+        opts = step.spec.options
+        stats: dict[str, float] = {}
+        if step.start_time is not None:
+            stats["start_time"] = step.start_time
+        if step.end_time is not None:
+            stats["end_time"] = step.end_time
+        return {
+            "name": step.name,
+            "workflow_id": self.workflow_id,
+            "status": self.step_status(step).value,
+            "step_options": {
+                "step_type": opts.step_type,
+                "name": opts.name,
+                "max_retries": opts.max_retries,
+                "retry_delay": opts.retry_delay,
+                "catch_exceptions": opts.catch_exceptions,
+                "timeout": opts.timeout,
+                "checkpoint": opts.checkpoint,
+            },
+            "user_metadata": dict(step.user_metadata),
+            "stats": stats,
+        }
+
+    # -- folding helpers -------------------------------------------------------------------
+
+    def _register(self, specs: Iterable[StepSpec], parent: str | None) -> None:
+        for spec in specs:
+            self.steps[spec.name] = StepState(spec, parent)
+            base = spec.options.name
+            index = _name_index(base, spec.name)
+            if index >= self.counters.get(base, 0):
+                self.counters[base] = index + 1
+
+    def _stop_running(self, status: StepStatus) -> None:
+        for name in self.running:
+            self.steps[name].status = status
+        self.running.clear()
+
+
+def _name_index(base: str, name: str) -> int:
+    if name == base:
+        return 0
+    suffix = name[len(base) + 1 :]
+    return int(suffix) if name.startswith(base + "_") and suffix.isdigit() else 0
+
+
+def allocate_names(state: WorkflowState | None, bases: list[str]) -> list[str]:
+    """Unique names for new steps with these base names, in order (pure).
+
+    The first use of a base gets it raw, later ones ``base_1``, ``base_2``, ... skipping
+    any name already taken; the counters come from the log, so names are stable.
+    """
+    counters = dict(state.counters) if state is not None else {}
+    taken = state.steps if state is not None else {}
+    fresh: set[str] = set()
+    names = []
+    for base in bases:
+        k = counters.get(base, 0)
+        while True:
+            candidate = base if k == 0 else f"{base}_{k}"
+            if candidate not in taken and candidate not in fresh:
+                break
+            k += 1
+        counters[base] = k + 1
+        fresh.add(candidate)
+        names.append(candidate)
+    return names
+
+
+def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
+    """Fold one event into ``state`` (None before the first event) and return the state.
+
+    Mutates ``state`` in place so that folding a log is O(events).
+    Raises ``ValueError`` for an event that cannot follow the state.
+    """
+    if state is None:
+        if not isinstance(event, WorkflowStarted):
+            raise ValueError(f"a log must begin with WorkflowStarted, not {type(event).__name__}")
+        state = WorkflowState(event.workflow_id)
+    if event.seq != state.last_seq + 1:
+        raise ValueError(f"event seq {event.seq} does not follow seq {state.last_seq}")
+    state.last_seq = event.seq
+    t = event.time
+    if isinstance(event, StepStarted):
+        step = state.step(event.name)
+        step.status = StepStatus.RUNNING
+        step.attempt = event.attempt
+        if event.attempt <= 1:
+            step.start_time = t
+            step.end_time = None
+        state.running.add(event.name)
+    elif isinstance(event, StepFinished):
+        step = state.step(event.name)
+        step.status = StepStatus.SUCCESSFUL
+        step.end_time = t
+        step.finished = True
+        step.error = None
+        step.output = event.output
+        step.continuation_output = event.continuation_output
+        state.running.discard(event.name)
+        if event.continuation:
+            state._register(event.continuation, event.name)
+        if event.actor_state is not None:
+            state.actor_state = event.actor_state
+        if state.actor_calls and state.actor_calls[0] == event.name:
+            state.actor_calls.popleft()
+    elif isinstance(event, StepFailed):
+        step = state.step(event.name)
+        step.attempt = event.attempt
+        step.error = event.error
+        if not event.will_retry:
+            step.status = StepStatus.FAILED
+            step.end_time = t
+            state.running.discard(event.name)
+            if state.actor_calls and state.actor_calls[0] == event.name:
+                state.actor_calls.popleft()
+    elif isinstance(event, MetadataAttached):
+        if event.step is None:
+            state.user_metadata.update(event.metadata)
+        else:
+            state.step(event.step).user_metadata.update(event.metadata)
+    elif isinstance(event, WorkflowStarted):
+        _apply_started(state, event)
+    elif isinstance(event, WorkflowFinished):
+        state.run_status = WorkflowStatus.SUCCESSFUL
+        state.end_time = t
+        state.final_output = event.output
+        state._stop_running(StepStatus.CANCELED)
+    elif isinstance(event, WorkflowFailed):
+        state.run_status = WorkflowStatus.FAILED
+        state.end_time = t
+        state.error = event.error
+        state.failed_step = event.step
+        state._stop_running(StepStatus.CANCELED)
+    elif isinstance(event, WorkflowCanceled):
+        state.run_status = WorkflowStatus.CANCELED
+        state.end_time = None
+        state._stop_running(StepStatus.CANCELED)
+        state.actor_calls.clear()
+    elif isinstance(event, ActorCallSubmitted):
+        state._register([event.step], None)
+        state.actor_calls.append(event.step.name)
+    else:  # pragma: no cover - every member of the union is handled above
+        raise ValueError(f"unknown event type {type(event).__name__}")
+    return state
+
+
+def _apply_started(state: WorkflowState, event: WorkflowStarted) -> None:
+    if not event.resume:
+        if state.last_seq != 1:
+            raise ValueError("a first WorkflowStarted (resume=False) must be the first event")
+        state.kind = event.kind
+        state.version = event.version
+        state.user_metadata = dict(event.user_metadata)
+        state.output = event.output
+        state.actor_class = event.actor_class
+        state.actor_state = event.actor_state
+        state._register(event.steps, None)
+        if event.kind == "actor":
+            # A new actor is idle: nothing runs until a writer call is submitted.
+            state.run_status = WorkflowStatus.SUCCESSFUL
+            return
+    else:
+        for step in state.steps.values():
+            if step.status is not StepStatus.SUCCESSFUL:
+                step.status = StepStatus.PENDING
+        state.running.clear()
+    state.run_status = WorkflowStatus.RUNNING
+    state.start_time = event.time
+    state.end_time = None
+    state.error = None
+    state.failed_step = None
+
+
+def replay(events: Iterable[Event], as_of: int | None = None, *, live: bool = True) -> WorkflowState:
+    """Fold a workflow's events (only those with ``seq <= as_of`` when given).
+
+    ``live`` says whether an engine owns the workflow; with ``live=False`` a workflow the
+    log leaves RUNNING reports RESUMABLE, as read-only tools show it when no engine runs.
+    Raises ``ValueError`` for an empty or malformed log.
+    """
+    state: WorkflowState | None = None
+    for event in events:
+        if as_of is not None and event.seq > as_of:
+            break
+        state = apply(state, event)
+    if state is None:
+        raise ValueError("no events to replay" + (f" with seq <= {as_of}" if as_of is not None else ""))
+    state.live = live
+    return state

@@ -1,0 +1,266 @@
+"""``@evflow.step``: step functions, their options, and lazy DAG nodes."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from ._codec import import_path
+
+if TYPE_CHECKING:
+    from ._api import WorkflowHandle
+
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "Node",
+    "StepFunction",
+    "default_step_name",
+    "iter_nodes",
+    "resolve_step_function",
+    "step",
+    "validate_metadata",
+    "validate_options",
+    "validate_workflow_id",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MAX_WORKFLOW_ID_LENGTH = 256
+
+#: Option defaults (``name`` defaults to the function's ``module.qualname``).
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "metadata": {},
+    "max_retries": 3,
+    "retry_delay": 0.0,
+    "catch_exceptions": False,
+    "timeout": None,
+    "checkpoint": True,
+}
+
+#: Step functions by import path, so that a DAG recorded in this process resumes with
+#: the very function even where the import path does not import (a test's local step).
+_registry: dict[str, Callable[..., Any]] = {}
+
+
+def validate_metadata(metadata: Any, where: str) -> dict[str, Any]:
+    """Return a copy of user metadata; ``ValueError`` unless a dict with str keys and JSON values."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{where}: metadata must be a dict, not {type(metadata).__name__}")
+    for key in metadata:
+        if not isinstance(key, str):
+            raise ValueError(f"{where}: metadata keys must be str, got {key!r}")
+    try:
+        text = json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: metadata must be JSON-serialisable: {exc}") from None
+    copied: dict[str, Any] = json.loads(text)
+    return copied
+
+
+def validate_workflow_id(workflow_id: Any) -> str:
+    """Check a workflow id: a non-empty str of at most 256 characters without NUL."""
+    if not isinstance(workflow_id, str):
+        raise TypeError(f"workflow id must be a str, not {type(workflow_id).__name__}")
+    if not workflow_id:
+        raise ValueError("workflow id must not be empty")
+    if len(workflow_id) > MAX_WORKFLOW_ID_LENGTH:
+        raise ValueError(
+            f"workflow id is {len(workflow_id)} characters long; the limit is {MAX_WORKFLOW_ID_LENGTH}"
+        )
+    if "\x00" in workflow_id:
+        raise ValueError(f"workflow id {workflow_id!r} contains a NUL character")
+    return workflow_id
+
+
+def validate_options(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check step options; raise ``ValueError``/``TypeError`` naming the bad one."""
+    unknown = set(options) - set(DEFAULT_OPTIONS) - {"name"}
+    if unknown:
+        raise TypeError(
+            f"{where}: unknown step option(s) {sorted(unknown)}; "
+            f"accepted: {sorted([*DEFAULT_OPTIONS, 'name'])}"
+        )
+    out = dict(options)
+    if "name" in out and (not isinstance(out["name"], str) or not out["name"]):
+        raise ValueError(f"{where}: name must be a non-empty str, got {out['name']!r}")
+    if "metadata" in out:
+        out["metadata"] = validate_metadata(out["metadata"], where)
+    if "max_retries" in out:
+        value = out["max_retries"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            raise ValueError(f"{where}: max_retries must be an int >= -1 (-1 = unbounded), got {value!r}")
+    if "retry_delay" in out:
+        value = out["retry_delay"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise ValueError(f"{where}: retry_delay must be a number of seconds >= 0, got {value!r}")
+        out["retry_delay"] = float(value)
+    if "timeout" in out and out["timeout"] is not None:
+        value = out["timeout"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+            raise ValueError(f"{where}: timeout must be None or a number of seconds > 0, got {value!r}")
+        out["timeout"] = float(value)
+    for flag in ("catch_exceptions", "checkpoint"):
+        if flag in out and not isinstance(out[flag], bool):
+            raise ValueError(f"{where}: {flag} must be a bool, got {out[flag]!r}")
+    return out
+
+
+def default_step_name(func: Callable[..., Any]) -> str:
+    """``module.qualname`` with ``<locals>`` written ``locals``."""
+    return f"{func.__module__}.{func.__qualname__}".replace("<locals>", "locals")
+
+
+def resolve_step_function(path: str) -> Callable[..., Any]:
+    """The callable recorded as ``module:qualname``; raises ``ImportError`` naming it."""
+    from ._codec import import_object
+
+    func = _registry.get(path)
+    if func is not None:
+        return func
+    try:
+        obj = import_object(path)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(f"step function {path!r} cannot be imported: {exc}") from exc
+    if isinstance(obj, StepFunction):
+        return obj.func
+    if not callable(obj):
+        raise ImportError(f"step function {path!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+class StepFunction(Generic[P, R]):
+    """A function decorated with ``@evflow.step``: call ``.step(...)`` to get a node."""
+
+    def __init__(self, func: Callable[P, R], options: dict[str, Any]) -> None:
+        if not callable(func):
+            raise TypeError(f"@evflow.step needs a function, not {type(func).__name__}")
+        self.func = func
+        self.path = import_path(func)
+        self._options = options
+        self._signature = inspect.signature(func)
+        self.is_async = inspect.iscoroutinefunction(func)
+        _registry[self.path] = func
+        self.__name__ = getattr(func, "__name__", "step")
+        self.__qualname__ = getattr(func, "__qualname__", self.__name__)
+        self.__doc__ = func.__doc__
+        self.__wrapped__ = func
+
+    @property
+    def name(self) -> str:
+        """The base step name."""
+        name = self._options.get("name")
+        return name if isinstance(name, str) else default_step_name(self.func)
+
+    def effective_options(self) -> dict[str, Any]:
+        """Every option with defaults filled in."""
+        return {**DEFAULT_OPTIONS, **self._options, "name": self.name}
+
+    def options(self, **options: Any) -> StepFunction[P, R]:
+        """A copy with ``options`` merged over the current ones (``metadata`` dicts merge too)."""
+        checked = validate_options(options, f"{self.name}.options()")
+        merged = {**self._options, **checked}
+        if "metadata" in checked:
+            merged["metadata"] = {**self._options.get("metadata", {}), **checked["metadata"]}
+        return StepFunction(self.func, merged)
+
+    def step(self, *args: P.args, **kwargs: P.kwargs) -> Node:
+        """A lazy node calling the function with these arguments; nothing runs yet.
+
+        Raises ``TypeError`` when the arguments do not fit the signature.
+        """
+        try:
+            self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}.step(): {exc}") from None
+        return Node(self, args, kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"step {self.name!r} cannot be called directly; use {self.__name__}.step(...) to build "
+            f"a node and run it with `await node.run()`"
+        )
+
+    def __repr__(self) -> str:
+        return f"<evflow step {self.name!r}>"
+
+
+class Node:
+    """A lazy call of a step: the unit of a DAG. Run it with ``await node.run()``."""
+
+    __slots__ = ("args", "function", "kwargs")
+
+    def __init__(self, function: StepFunction[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.function = function
+        self.args = args
+        self.kwargs = kwargs
+
+    def __repr__(self) -> str:
+        return f"<evflow node {self.function.name!r}>"
+
+    async def run(self, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None) -> Any:
+        """Run this DAG as a workflow to the end and return its output.
+
+        Raises ``WorkflowExecutionError`` (the step's exception as ``__cause__``) on
+        failure and ``WorkflowCancellationError`` if canceled.
+        """
+        from ._context import current_engine
+
+        return await current_engine().run(self, workflow_id, metadata=metadata)
+
+    async def run_async(
+        self, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
+    ) -> WorkflowHandle:
+        """Start this DAG as a workflow; returns a handle once it is durably recorded."""
+        from ._context import current_engine
+
+        return await current_engine().run_async(self, workflow_id, metadata=metadata)
+
+
+def iter_nodes(value: Any) -> Iterator[Node]:
+    """Nodes inside a value (lists, tuples and dicts at any depth), in argument order."""
+    if isinstance(value, Node):
+        yield value
+    elif type(value) in (list, tuple):
+        for item in value:
+            yield from iter_nodes(item)
+    elif type(value) is dict:
+        for item in value.values():
+            yield from iter_nodes(item)
+
+
+@overload
+def step(func: Callable[P, R], /) -> StepFunction[P, R]: ...
+@overload
+def step(
+    *,
+    name: str | None = ...,
+    metadata: dict[str, Any] | None = ...,
+    max_retries: int = ...,
+    retry_delay: float = ...,
+    catch_exceptions: bool = ...,
+    timeout: float | None = ...,
+    checkpoint: bool = ...,
+) -> Callable[[Callable[P, R]], StepFunction[P, R]]: ...
+def step(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Make a function (sync or async) a workflow step: ``@evflow.step`` or ``@evflow.step(**options)``.
+
+    Options are validated here (``ValueError`` for bad metadata, ``TypeError`` for an
+    unknown option); see ``StepFunction.options`` for their meaning.
+    """
+    if func is not None:
+        if options:
+            raise TypeError("use @evflow.step or @evflow.step(**options)")
+        return StepFunction(func, {})
+    where = f"@evflow.step({', '.join(options)})"
+    checked = validate_options({k: v for k, v in options.items() if not (k == "name" and v is None)}, where)
+
+    def decorate(f: Callable[P, R]) -> StepFunction[P, R]:
+        return StepFunction(f, checked)
+
+    return decorate

@@ -85,7 +85,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
     time: float
 
 
-class WorkflowStarted(Event):
+class WorkflowStarted(Event, frozen=True):
     """A run or resume of the workflow began.
 
     The first one (``resume=False``) carries the recorded DAG (``steps``, output step
@@ -104,14 +104,14 @@ class WorkflowStarted(Event):
     version: int = FORMAT_VERSION
 
 
-class StepStarted(Event):
+class StepStarted(Event, frozen=True):
     """An attempt of a step began (``attempt`` counts from 1 within one execution)."""
 
     name: str
     attempt: int = 1
 
 
-class StepFinished(Event):
+class StepFinished(Event, frozen=True):
     """A step returned.
 
     Exactly one of: ``output`` (the encoded value; absent when ``checkpoint=False``) or
@@ -127,7 +127,7 @@ class StepFinished(Event):
     actor_state: bytes | None = None
 
 
-class StepFailed(Event):
+class StepFailed(Event, frozen=True):
     """An attempt of a step raised (or timed out); ``will_retry`` says if another follows."""
 
     name: str
@@ -136,7 +136,7 @@ class StepFailed(Event):
     error: ErrorInfo
 
 
-class WorkflowFinished(Event):
+class WorkflowFinished(Event, frozen=True):
     """The workflow's output step has its value: the run ended SUCCESSFUL.
 
     ``output`` is set only when the output step's value was not checkpointed
@@ -146,25 +146,25 @@ class WorkflowFinished(Event):
     output: bytes | None = None
 
 
-class WorkflowFailed(Event):
+class WorkflowFailed(Event, frozen=True):
     """The run ended FAILED because ``step`` failed for good."""
 
     error: ErrorInfo
     step: str | None = None
 
 
-class WorkflowCanceled(Event):
+class WorkflowCanceled(Event, frozen=True):
     """The workflow was canceled; running steps were stopped."""
 
 
-class MetadataAttached(Event):
+class MetadataAttached(Event, frozen=True):
     """User metadata merged into a running step (``step``) or the workflow (``step=None``)."""
 
     metadata: dict[str, Any]
     step: str | None = None
 
 
-class ActorCallSubmitted(Event):
+class ActorCallSubmitted(Event, frozen=True):
     """A writer call on a virtual actor was submitted; it runs after the earlier ones."""
 
     step: StepSpec

@@ -1,44 +1,85 @@
-"""Sync step functions run in daemon threads that nothing ever waits for.
+"""Sync step functions run in daemon worker threads that nothing ever waits for.
 
 anyio's worker threads are not daemons, so a sync step abandoned by cancellation would
 keep the interpreter from exiting until it returned. Here a canceled caller simply stops
-waiting; the thread's result is discarded when it arrives.
+waiting; the thread's result is discarded when it arrives, and the thread goes back to
+the idle pool. Workers idle for ``IDLE_SECONDS`` exit.
 """
 
 from __future__ import annotations
 
 import contextvars
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
+import sniffio
 
 __all__ = ["run_in_daemon_thread"]
 
+IDLE_SECONDS = 10.0
 
-async def run_in_daemon_thread(func: Callable[..., Any], args: Any, kwargs: Any, name: str) -> Any:
-    """Call ``func(*args, **kwargs)`` in a new daemon thread with the caller's context vars."""
-    done = anyio.Event()
-    outcome: list[Any] = []
-    failure: list[BaseException] = []
-    token = anyio.lowlevel.current_token()
-    context = contextvars.copy_context()
+_Job = tuple[contextvars.Context, Callable[..., Any], Any, Any, list[Any], Callable[[], None]]
 
-    def work() -> None:
+_idle: list[queue.SimpleQueue[_Job]] = []
+_idle_lock = threading.Lock()
+
+
+def _worker(jobs: queue.SimpleQueue[_Job]) -> None:
+    while True:
         try:
-            outcome.append(context.run(func, *args, **kwargs))
+            context, func, args, kwargs, box, notify = jobs.get(timeout=IDLE_SECONDS)
+        except queue.Empty:
+            with _idle_lock:
+                if jobs in _idle:
+                    _idle.remove(jobs)
+                    return
+            continue  # a job was handed over just as the wait timed out
+        try:
+            box.append((True, context.run(func, *args, **kwargs)))
         except BaseException as exc:  # handed to the awaiting task, which re-raises it
-            failure.append(exc)
+            box.append((False, exc))
+        del context, func, args, kwargs
+        with _idle_lock:
+            _idle.append(jobs)
         try:
-            anyio.from_thread.run_sync(done.set, token=token)
+            notify()
         except Exception:
             pass  # the event loop is gone: nobody waits for this result any more
+        del box, notify
 
-    threading.Thread(target=work, name=f"evflow step {name}", daemon=True).start()
+
+def _submit(job: _Job, name: str) -> None:
+    with _idle_lock:
+        jobs = _idle.pop() if _idle else None
+    if jobs is None:
+        jobs = queue.SimpleQueue()
+        threading.Thread(target=_worker, args=(jobs,), name="evflow step worker", daemon=True).start()
+    jobs.put(job)
+
+
+def _notifier(done: anyio.Event) -> Callable[[], None]:
+    """A thread-safe, non-blocking way to set ``done`` from a worker thread."""
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+        return lambda: token.run_sync_soon(done.set)
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    return lambda: loop.call_soon_threadsafe(done.set)  # type: ignore[func-returns-value]
+
+
+async def run_in_daemon_thread(func: Callable[..., Any], args: Any, kwargs: Any, name: str) -> Any:
+    """Call ``func(*args, **kwargs)`` in a daemon worker thread with the caller's context vars."""
+    done = anyio.Event()
+    box: list[Any] = []
+    _submit((contextvars.copy_context(), func, args, kwargs, box, _notifier(done)), name)
     await done.wait()
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    ok, value = box[0]
+    if ok:
+        return value
+    raise value

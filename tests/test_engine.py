@@ -594,3 +594,33 @@ async def test_deep_static_dag_and_long_continuation_chain() -> None:
         assert await countdown.step(10_000).run("chain") == 0
         last = await evflow.get_metadata("chain", f"{countdown.name}_10000")
         assert last["status"] == "SUCCESSFUL"
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose flush fails while ``broken`` is set (a full disk, say)."""
+
+    broken = False
+
+    async def flush(self) -> None:
+        if self.broken:
+            raise evflow.StoreError("disk full")
+
+
+async def test_a_store_failure_lets_go_of_the_workflow_and_nothing_else() -> None:
+    store = FlakyStore()
+    async with evflow.Engine(store):
+        assert await add.step(1, 2).run("before") == 3
+        store.broken = True
+        with pytest.raises(evflow.StoreError):
+            await add.step(1, 2).run("during")
+        # the execution goes on until its own flush fails, then lets go of the workflow
+        while await evflow.get_status("during") == "RUNNING":
+            await anyio.sleep(0.01)
+        assert await evflow.get_status("during") == "RESUMABLE"
+        with pytest.raises(evflow.WorkflowNotRunningError) as info:
+            await evflow.get_output("during")
+        assert isinstance(info.value.__cause__, evflow.StoreError)
+        store.broken = False
+        assert await evflow.get_status("before") == "SUCCESSFUL"
+        assert await add.step(2, 2).run("after") == 4
+        assert await evflow.resume("during") == 3

@@ -24,6 +24,7 @@ import sniffio
 
 from . import _context
 from ._codec import (
+    UnencodableError,
     decode_value,
     encode_value,
     error_info,
@@ -195,6 +196,8 @@ class Engine:
         self._runs: dict[str, _Run] = {}
         self._changed: dict[str, anyio.Event] = {}
         self._exceptions: dict[str, BaseException] = {}
+        #: Why this engine let go of a workflow mid-run (a store error), by id.
+        self._lost: dict[str, Exception] = {}
         self._is_async: dict[str, bool] = {}
         self._wtg: anyio.abc.TaskGroup | None = None
         self._context_token: object = None
@@ -432,23 +435,33 @@ class Engine:
 
     async def _execute(self, state: WorkflowState, run: _Run) -> None:
         wid = state.workflow_id
+        self._lost.pop(wid, None)
         try:
             with run.scope:
                 async with anyio.create_task_group() as tg:
                     execution = _Execution(self, state, run, tg)
                     assert state.output is not None
                     execution.demand(state.output)
+                if execution.failure is None:
+                    try:
+                        fields = self._finished_fields(state, run)
+                    except UnencodableError as exc:
+                        execution.failure = (state.output, exc, error_info(exc, allow_pickle=self.allow_pickle))
+                    else:
+                        self._emit(state, (WorkflowFinished, fields))
                 if execution.failure is not None:
                     name, exc, info = execution.failure
                     self._exceptions[wid] = exc
                     self._emit(state, (WorkflowFailed, {"error": info, "step": name}))
-                else:
-                    self._emit(state, (WorkflowFinished, self._finished_fields(state, run)))
                 await self.store.flush()
             if run.cancel_requested and state.run_status is WorkflowStatus.RUNNING:
                 self._emit(state, (WorkflowCanceled, {}))
                 with anyio.CancelScope(shield=True):
                     await self.store.flush()
+        except Exception as exc:
+            # The store failed (disk full, another engine appended to this workflow) or
+            # a bug: this engine lets go of the workflow, which reports RESUMABLE.
+            self._lost[wid] = exc
         finally:
             state.live = False
             self._runs.pop(wid, None)
@@ -589,7 +602,7 @@ class Engine:
             if status is WorkflowStatus.CANCELED:
                 raise WorkflowCancellationError(workflow_id)
             if status is WorkflowStatus.RESUMABLE:
-                raise WorkflowNotRunningError(workflow_id, status.value)
+                raise WorkflowNotRunningError(workflow_id, status.value) from self._lost.get(workflow_id)
             await self._wait_change(workflow_id)
 
     def _output_value(self, state: WorkflowState) -> Any:

@@ -461,6 +461,8 @@ class Engine:
         except Exception as exc:
             # The store failed (disk full, another engine appended to this workflow) or
             # a bug: this engine lets go of the workflow, which reports RESUMABLE.
+            while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+                exc = exc.exceptions[0]
             self._lost[wid] = exc
         finally:
             state.live = False

@@ -110,9 +110,10 @@ class _Execution:
             return decode_value(src.output)
         return self.run.values[src.name]
 
-    def demand(self, root: str) -> None:
-        """Make sure step ``root``'s value gets known: start what can run now."""
+    def demand(self, root: str) -> list[str]:
+        """Make sure step ``root``'s value gets known; return the steps to start now."""
         steps = self.state.steps
+        runnable: list[str] = []
         work = [root]
         while work:
             name = work.pop()
@@ -135,19 +136,24 @@ class _Execution:
             if missing:
                 self.waiting[name] = missing
             else:
-                self.tg.start_soon(self.engine._run_step, self, name)
+                runnable.append(name)
+        return runnable
 
-    def finished(self, name: str) -> None:
-        """Step ``name`` recorded its StepFinished."""
+    def start(self, names: list[str]) -> None:
+        for name in names:
+            self.tg.start_soon(self.engine._run_steps, self, name)
+
+    def finished(self, name: str) -> list[str]:
+        """Step ``name`` recorded its StepFinished; return the steps to start now."""
         step = self.state.steps[name]
         child = step.continuation_output
         if child is not None and not self.value_known(name):
             self.cont_parents.setdefault(child, []).append(name)
-            self.demand(child)
-        else:
-            self.ready(name)
+            return self.demand(child)
+        return self.ready(name)
 
-    def ready(self, root: str) -> None:
+    def ready(self, root: str) -> list[str]:
+        runnable: list[str] = []
         work = [root]
         while work:
             name = work.pop()
@@ -158,7 +164,8 @@ class _Execution:
                     self.waiting[dependent] = left
                 else:
                     del self.waiting[dependent]
-                    self.tg.start_soon(self.engine._run_step, self, dependent)
+                    runnable.append(dependent)
+        return runnable
 
     def fail(self, name: str, exc: BaseException, info: ErrorInfo) -> None:
         if self.failure is None:
@@ -441,7 +448,7 @@ class Engine:
                 async with anyio.create_task_group() as tg:
                     execution = _Execution(self, state, run, tg)
                     assert state.output is not None
-                    execution.demand(state.output)
+                    execution.start(execution.demand(state.output))
                 if execution.failure is None:
                     try:
                         fields = self._finished_fields(state, run)
@@ -481,7 +488,18 @@ class Engine:
             )
         }
 
-    async def _run_step(self, execution: _Execution, name: str) -> None:
+    async def _run_steps(self, execution: _Execution, name: str) -> None:
+        """Run step ``name``, then go on in this same task with the first step it made
+        runnable (a chain needs no new task per step); others get tasks of their own."""
+        next_name: str | None = name
+        while next_name is not None:
+            runnable = await self._run_step(execution, next_name)
+            if not runnable:
+                return
+            execution.start(runnable[1:])
+            next_name = runnable[0]
+
+    async def _run_step(self, execution: _Execution, name: str) -> list[str]:
         state = execution.state
         spec = state.steps[name].spec
         opts = spec.options
@@ -492,7 +510,7 @@ class Engine:
             info = error_info(exc, allow_pickle=self.allow_pickle)
             self._emit(state, (StepFailed, {"name": name, "attempt": 1, "will_retry": False, "error": info}))
             execution.fail(name, exc, info)
-            return
+            return []
         is_async = self._is_async.get(spec.func)
         if is_async is None:
             is_async = self._is_async[spec.func] = inspect.iscoroutinefunction(func)
@@ -525,13 +543,13 @@ class Engine:
                 self._emit(state, (StepFailed, {"name": name, "attempt": attempt, "will_retry": will_retry, "error": info}))
                 if not will_retry:
                     execution.fail(name, exc, info)
-                    return
+                    return []
                 delay = min(opts.retry_delay * 2 ** (attempt - 1), MAX_RETRY_DELAY)
                 if delay > 0:
                     await anyio.sleep(delay)
         self._emit(state, (StepFinished, fields))
         await self.store.flush()
-        execution.finished(name)
+        return execution.finished(name)
 
     def _finish_step(self, execution: _Execution, name: str, opts: StepOptions, result: Any) -> dict[str, Any]:
         """The StepFinished fields for a step's result (records a continuation's DAG)."""

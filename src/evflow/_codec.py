@@ -62,7 +62,8 @@ def encode_event(event: Event) -> bytes:
 
 def decode_event(data: bytes | memoryview) -> AnyEvent:
     """Decode one event; raises ``msgspec.DecodeError`` (a ``ValueError``) when invalid."""
-    return _event_decoder.decode(data)
+    event: AnyEvent = _event_decoder.decode(data)
+    return event
 
 
 def frame(payload: bytes) -> bytes:
@@ -185,7 +186,6 @@ def _check(value: Any, refs: Callable[[Any], str | None] | None) -> Any:
     if isinstance(value, BaseException):
         return value
     raise _Unsupported(t.__qualname__)
-
 
 
 def _swap_refs(value: Any, refs: Callable[[Any], str | None]) -> Any:

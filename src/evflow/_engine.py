@@ -32,7 +32,6 @@ from ._codec import (
 )
 from ._errors import (
     CorruptLogError,
-    StepNotFoundError,
     WorkflowCancellationError,
     WorkflowExecutionError,
     WorkflowNotFoundError,
@@ -393,13 +392,17 @@ class Engine:
                 refs=refs,
                 what=f"the arguments of step {name!r}",
             )
-            deps = list(dict.fromkeys(name_of[id(c)] for c in (*iter_nodes(node.args), *iter_nodes(node.kwargs))))
+            deps = list(
+                dict.fromkeys(name_of[id(c)] for c in (*iter_nodes(node.args), *iter_nodes(node.kwargs)))
+            )
             specs.append(_spec(node, name, args, deps))
         return specs, names[0]
 
     # -- running -------------------------------------------------------------------------------
 
-    async def run(self, node: Node, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None) -> Any:
+    async def run(
+        self, node: Node, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
+    ) -> Any:
         """Run a DAG as a workflow to the end and return its output (see ``Node.run``)."""
         handle = await self.run_async(node, workflow_id, metadata=metadata)
         return await handle.result()
@@ -452,13 +455,14 @@ class Engine:
                 if execution.failure is None:
                     try:
                         fields = self._finished_fields(state, run)
-                    except UnencodableError as exc:
-                        execution.failure = (state.output, exc, error_info(exc, allow_pickle=self.allow_pickle))
+                    except UnencodableError as unencodable:
+                        info = error_info(unencodable, allow_pickle=self.allow_pickle)
+                        execution.failure = (state.output or "", unencodable, info)
                     else:
                         self._emit(state, (WorkflowFinished, fields))
                 if execution.failure is not None:
-                    name, exc, info = execution.failure
-                    self._exceptions[wid] = exc
+                    name, cause, info = execution.failure
+                    self._exceptions[wid] = cause
                     self._emit(state, (WorkflowFailed, {"error": info, "step": name}))
                 await self.store.flush()
             if run.cancel_requested and state.run_status is WorkflowStatus.RUNNING:
@@ -484,7 +488,9 @@ class Engine:
             return {}
         return {
             "output": encode_value(
-                run.values[src.name], allow_pickle=self.allow_pickle, what=f"the output of workflow {state.workflow_id!r}"
+                run.values[src.name],
+                allow_pickle=self.allow_pickle,
+                what=f"the output of workflow {state.workflow_id!r}",
             )
         }
 
@@ -503,6 +509,9 @@ class Engine:
         state = execution.state
         spec = state.steps[name].spec
         opts = spec.options
+        if opts.step_type == "ACTOR_METHOD":
+            runnable: list[str] = await self._actor_support().run_step(execution, name)
+            return runnable
         try:
             func = resolve_step_function(spec.func)
             args, kwargs = _substitute(decode_value(spec.args), execution.value)
@@ -540,7 +549,10 @@ class Engine:
                     except Exception as exc2:
                         exc = exc2
                 info = error_info(exc, allow_pickle=self.allow_pickle)
-                self._emit(state, (StepFailed, {"name": name, "attempt": attempt, "will_retry": will_retry, "error": info}))
+                self._emit(
+                    state,
+                    (StepFailed, {"name": name, "attempt": attempt, "will_retry": will_retry, "error": info}),
+                )
                 if not will_retry:
                     execution.fail(name, exc, info)
                     return []
@@ -551,7 +563,9 @@ class Engine:
         await self.store.flush()
         return execution.finished(name)
 
-    def _finish_step(self, execution: _Execution, name: str, opts: StepOptions, result: Any) -> dict[str, Any]:
+    def _finish_step(
+        self, execution: _Execution, name: str, opts: StepOptions, result: Any
+    ) -> dict[str, Any]:
         """The StepFinished fields for a step's result (records a continuation's DAG)."""
         if isinstance(result, Node):
             specs, output = self._record_dag(execution.state, result)
@@ -561,7 +575,9 @@ class Engine:
             return {"name": name}
         return {
             "name": name,
-            "output": encode_value(result, allow_pickle=self.allow_pickle, what=f"the output of step {name!r}"),
+            "output": encode_value(
+                result, allow_pickle=self.allow_pickle, what=f"the output of step {name!r}"
+            ),
         }
 
     # -- metadata ----------------------------------------------------------------------------
@@ -626,7 +642,8 @@ class Engine:
             await self._wait_change(workflow_id)
 
     def _output_value(self, state: WorkflowState) -> Any:
-        assert state.output is not None
+        if state.output is None:  # an actor with no writer call yet
+            return None
         src = state.value_source(state.output)
         if src is not None and src.output is not None:
             return decode_value(src.output)
@@ -659,10 +676,11 @@ class Engine:
         """
         state = self._state(workflow_id)
         self._require_open()
+        if state.kind == "actor":  # may have calls waiting even when SUCCESSFUL in the log
+            handle: WorkflowHandle = await self._actor_support().resume_actor(state)
+            return handle
         if workflow_id in self._runs or state.run_status is WorkflowStatus.SUCCESSFUL:
             return self._handle(workflow_id)
-        if state.kind == "actor":
-            return await self._actor_support().resume_actor(state)
         self._emit(state, (WorkflowStarted, {"workflow_id": workflow_id, "resume": True}))
         self._exceptions.pop(workflow_id, None)
         self._start(state)
@@ -673,7 +691,7 @@ class Engine:
         """Resume every RESUMABLE (and, if asked, FAILED) workflow; never CANCELED ones."""
         wanted = {WorkflowStatus.RESUMABLE} | ({WorkflowStatus.FAILED} if include_failed else set())
         out = []
-        for wid, status in await self.list_all(wanted):
+        for wid, _status in await self.list_all(wanted):
             out.append((wid, await self.resume_async(wid)))
         return out
 
@@ -736,6 +754,7 @@ def _spec(node: Node, name: str, args: bytes, deps: list[str]) -> StepSpec:
         user_metadata=opts["metadata"],
         options=StepOptions(
             name=opts["name"],
+            step_type=opts.get("step_type", "FUNCTION"),
             max_retries=opts["max_retries"],
             retry_delay=opts["retry_delay"],
             catch_exceptions=opts["catch_exceptions"],
@@ -752,7 +771,9 @@ def _substitute(decoded: Any, values: Callable[[str], Any]) -> tuple[list[Any], 
     return substitute_refs(args, values), substitute_refs(kwargs, values)
 
 
-async def _call(func: Callable[..., Any], is_async: bool, args: list[Any], kwargs: dict[str, Any], name: str) -> Any:
+async def _call(
+    func: Callable[..., Any], is_async: bool, args: list[Any], kwargs: dict[str, Any], name: str
+) -> Any:
     if is_async:
         return await func(*args, **kwargs)
     return await run_in_daemon_thread(func, args, kwargs, name)
@@ -774,5 +795,3 @@ def _status_set(status_filter: StatusFilter) -> set[WorkflowStatus] | None:
                 f"unknown status {item!r}; expected one of {[s.value for s in WorkflowStatus]}"
             ) from None
     return out
-
-

@@ -130,10 +130,17 @@ class WorkflowState:
 
     @property
     def status(self) -> WorkflowStatus:
-        """The status now: RESUMABLE when the log says RUNNING but no live engine owns it."""
-        if self.run_status is WorkflowStatus.RUNNING and not self.live:
+        """The status now: RESUMABLE when the log says RUNNING but no live engine owns it.
+
+        An actor with submitted calls not yet run counts as RUNNING whatever its last run
+        ended with (a crash may fall between one run's end and the next one's start).
+        """
+        status = self.run_status
+        if self.actor_calls and status is not WorkflowStatus.CANCELED:
+            status = WorkflowStatus.RUNNING
+        if status is WorkflowStatus.RUNNING and not self.live:
             return WorkflowStatus.RESUMABLE
-        return self.run_status
+        return status
 
     def step_status(self, step: StepState) -> StepStatus:
         if step.status is StepStatus.RUNNING and not self.live:
@@ -212,6 +219,12 @@ class WorkflowState:
             self.steps[name].status = status
         self.running.clear()
 
+    def _end_actor_call(self) -> None:
+        # An actor's run is one writer call, the head of the queue (its ``output``); the
+        # call ends with the run, not with its StepFinished, which may be a continuation.
+        if self.actor_calls and self.actor_calls[0] == self.output:
+            self.actor_calls.popleft()
+
 
 def _name_index(base: str, name: str) -> int:
     if name == base:
@@ -278,8 +291,6 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
             state._register(event.continuation, event.name)
         if event.actor_state is not None:
             state.actor_state = event.actor_state
-        if state.actor_calls and state.actor_calls[0] == event.name:
-            state.actor_calls.popleft()
     elif isinstance(event, StepFailed):
         step = state.step(event.name)
         step.attempt = event.attempt
@@ -288,8 +299,6 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
             step.status = StepStatus.FAILED
             step.end_time = t
             state.running.discard(event.name)
-            if state.actor_calls and state.actor_calls[0] == event.name:
-                state.actor_calls.popleft()
     elif isinstance(event, MetadataAttached):
         if event.step is None:
             state.user_metadata.update(event.metadata)
@@ -302,16 +311,21 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
         state.end_time = t
         state.final_output = event.output
         state._stop_running(StepStatus.CANCELED)
+        state._end_actor_call()
     elif isinstance(event, WorkflowFailed):
         state.run_status = WorkflowStatus.FAILED
         state.end_time = t
         state.error = event.error
         state.failed_step = event.step
         state._stop_running(StepStatus.CANCELED)
+        state._end_actor_call()
     elif isinstance(event, WorkflowCanceled):
         state.run_status = WorkflowStatus.CANCELED
         state.end_time = None
         state._stop_running(StepStatus.CANCELED)
+        for name in state.actor_calls:  # queued calls never run
+            if state.steps[name].status is StepStatus.PENDING:
+                state.steps[name].status = StepStatus.CANCELED
         state.actor_calls.clear()
     elif isinstance(event, ActorCallSubmitted):
         state._register([event.step], None)
@@ -336,6 +350,14 @@ def _apply_started(state: WorkflowState, event: WorkflowStarted) -> None:
             # A new actor is idle: nothing runs until a writer call is submitted.
             state.run_status = WorkflowStatus.SUCCESSFUL
             return
+    elif state.kind == "actor":
+        # A run of an actor runs its oldest waiting call; earlier calls' steps keep their
+        # status (a failed call stays failed), only those cut off by a crash run again.
+        for name in state.running:
+            state.steps[name].status = StepStatus.PENDING
+        state.running.clear()
+        if state.actor_calls:
+            state.output = state.actor_calls[0]
     else:
         for step in state.steps.values():
             if step.status is not StepStatus.SUCCESSFUL:

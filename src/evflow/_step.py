@@ -102,7 +102,12 @@ def validate_options(options: dict[str, Any], where: str) -> dict[str, Any]:
         out["retry_delay"] = float(value)
     if "timeout" in out and out["timeout"] is not None:
         value = out["timeout"]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not value > 0
+            or math.isinf(value)
+        ):
             raise ValueError(f"{where}: timeout must be None or a number of seconds > 0, got {value!r}")
         out["timeout"] = float(value)
     for flag in ("catch_exceptions", "checkpoint"):
@@ -195,7 +200,9 @@ class Node:
 
     __slots__ = ("args", "function", "kwargs")
 
-    def __init__(self, function: StepFunction[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, function: StepFunction[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         self.function = function
         self.args = args
         self.kwargs = kwargs

@@ -70,7 +70,11 @@ def _notifier(done: anyio.Event) -> Callable[[], None]:
     import asyncio
 
     loop = asyncio.get_running_loop()
-    return lambda: loop.call_soon_threadsafe(done.set)  # type: ignore[func-returns-value]
+
+    def notify() -> None:
+        loop.call_soon_threadsafe(done.set)
+
+    return notify
 
 
 async def run_in_daemon_thread(func: Callable[..., Any], args: Any, kwargs: Any, name: str) -> Any:

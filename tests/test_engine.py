@@ -601,7 +601,7 @@ class FlakyStore(MemoryStore):
 
     broken = False
 
-    async def flush(self) -> None:
+    async def flush(self, workflow_id: str | None = None) -> None:
         if self.broken:
             raise evflow.StoreError("disk full")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import socket
 import threading
 import time
 import uuid
@@ -32,6 +33,7 @@ from ._codec import (
 )
 from ._errors import (
     CorruptLogError,
+    SequenceConflictError,
     WorkflowCancellationError,
     WorkflowExecutionError,
     WorkflowNotFoundError,
@@ -195,6 +197,9 @@ class Engine:
         if durability not in ("strict", "relaxed"):
             raise ValueError(f"durability must be 'strict' or 'relaxed', not {durability!r}")
         self.store: Store = open_store(storage, durability=durability)
+        #: This engine's id, recorded as the ``owner`` of every run it starts.
+        self.engine_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.store.owner_id = self.engine_id
         self.allow_pickle = allow_pickle
         self.durability = durability
         self._states: dict[str, WorkflowState] = {}
@@ -204,6 +209,9 @@ class Engine:
         self._exceptions: dict[str, BaseException] = {}
         #: Why this engine let go of a workflow mid-run (a store error), by id.
         self._lost: dict[str, Exception] = {}
+        #: Workflows whose in-memory state may hold events the shared store refused.
+        self._stale: set[str] = set()
+        self._claim_lock = anyio.Lock()
         self._is_async: dict[str, bool] = {}
         self._wtg: anyio.abc.TaskGroup | None = None
         self._context_token: object = None
@@ -336,7 +344,12 @@ class Engine:
         """Queue events in the store and fold them into the projection (never blocks)."""
         now = time.time()
         seq = state.last_seq
-        built = [cls(seq=seq + i, time=now, **fields) for i, (cls, fields) in enumerate(events, 1)]
+        built = [
+            cls(seq=seq + i, time=now, **fields, owner=self.engine_id)
+            if cls is WorkflowStarted
+            else cls(seq=seq + i, time=now, **fields)
+            for i, (cls, fields) in enumerate(events, 1)
+        ]
         self.store.append_nowait(state.workflow_id, built)
         for event in built:
             apply(state, event)
@@ -420,17 +433,42 @@ class Engine:
         wid = validate_workflow_id(workflow_id) if workflow_id is not None else uuid.uuid4().hex
         user_metadata = validate_metadata(metadata, f"workflow {wid!r}")
         self._require_open()
+        if self.store.shared:
+            async with self._claim_lock:
+                if await self._sync_known(wid):
+                    return await self._resume_locked(wid)
+                specs, output = self._record_dag(None, node)
+                first = self._first_event(wid, output, specs, user_metadata)
+                try:
+                    await self.store.append(wid, [first])
+                except SequenceConflictError:  # another engine created it meanwhile
+                    self._stale.add(wid)
+                    return await self._resume_locked(wid)
+                state = self._states[wid] = apply(None, first)
+                self._start(state)
+                return self._handle(wid)
         if wid in self._states or wid in self._broken:
             return await self.resume_async(wid)
         specs, output = self._record_dag(None, node)
-        first = WorkflowStarted(
-            seq=1, time=time.time(), workflow_id=wid, output=output, steps=specs, user_metadata=user_metadata
-        )
+        first = self._first_event(wid, output, specs, user_metadata)
         self.store.append_nowait(wid, [first])
         state = self._states[wid] = apply(None, first)
         self._start(state)
-        await self.store.flush()
+        await self.store.flush(wid)
         return self._handle(wid)
+
+    def _first_event(
+        self, wid: str, output: str, specs: list[StepSpec], user_metadata: dict[str, Any]
+    ) -> WorkflowStarted:
+        return WorkflowStarted(
+            seq=1,
+            time=time.time(),
+            workflow_id=wid,
+            output=output,
+            steps=specs,
+            user_metadata=user_metadata,
+            owner=self.engine_id,
+        )
 
     def _handle(self, workflow_id: str) -> WorkflowHandle:
         from ._api import WorkflowHandle
@@ -464,17 +502,19 @@ class Engine:
                     name, cause, info = execution.failure
                     self._exceptions[wid] = cause
                     self._emit(state, (WorkflowFailed, {"error": info, "step": name}))
-                await self.store.flush()
+                await self.store.flush(wid)
             if run.cancel_requested and state.run_status is WorkflowStatus.RUNNING:
                 self._emit(state, (WorkflowCanceled, {}))
                 with anyio.CancelScope(shield=True):
-                    await self.store.flush()
+                    await self.store.flush(wid)
         except Exception as exc:
             # The store failed (disk full, another engine appended to this workflow) or
             # a bug: this engine lets go of the workflow, which reports RESUMABLE.
             while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
                 exc = exc.exceptions[0]
             self._lost[wid] = exc
+            if self.store.shared:
+                self._stale.add(wid)
         finally:
             state.live = False
             self._runs.pop(wid, None)
@@ -560,7 +600,7 @@ class Engine:
                 if delay > 0:
                     await anyio.sleep(delay)
         self._emit(state, (StepFinished, fields))
-        await self.store.flush()
+        await self.store.flush(state.workflow_id)
         return execution.finished(name)
 
     def _finish_step(
@@ -591,19 +631,69 @@ class Engine:
 
     # -- queries and management -------------------------------------------------------------
 
+    async def _sync(self, workflow_id: str) -> WorkflowState:
+        """The workflow's state, first brought up to date with a shared store."""
+        if self.store.shared and workflow_id not in self._runs:
+            await self._sync_known(workflow_id)
+        return self._state(workflow_id)
+
+    async def _sync_known(self, workflow_id: str) -> bool:
+        """Read what other engines appended to the workflow (shared stores); whether it exists.
+
+        Only the new events are read and folded, so the cost does not grow with the log.
+        """
+        state = self._states.get(workflow_id)
+        try:
+            if state is None or workflow_id in self._stale:
+                events = await self.store.read(workflow_id)
+                self._stale.discard(workflow_id)
+                if not events:
+                    self._states.pop(workflow_id, None)
+                    return False
+                state = self._states[workflow_id] = replay(events, live=False)
+            else:
+                # re-read the last known event too: none back means another engine deleted it
+                events = await self.store.read(workflow_id, state.last_seq - 1)
+                if not events:
+                    self._states.pop(workflow_id, None)
+                    return False
+                for event in events:
+                    if event.seq > state.last_seq:
+                        apply(state, event)
+        except CorruptLogError as exc:
+            self._broken[workflow_id] = exc
+            self._states.pop(workflow_id, None)
+            return True
+        except (ValueError, LookupError) as exc:
+            self._broken[workflow_id] = CorruptLogError(workflow_id, 0, f"events do not fold: {exc}")
+            self._states.pop(workflow_id, None)
+            return True
+        self._broken.pop(workflow_id, None)
+        if state.run_status is WorkflowStatus.RUNNING or state.actor_calls:
+            state.live = (
+                workflow_id in self._runs
+                if state.owner == self.engine_id
+                else await self.store.owner_alive(state.owner)
+            )
+        return True
+
     async def get_status(self, workflow_id: str) -> WorkflowStatus:
         """The workflow's status now; raises ``WorkflowNotFoundError``."""
-        return self._state(workflow_id).status
+        return (await self._sync(workflow_id)).status
 
     async def get_metadata(self, workflow_id: str, name: str | None = None) -> dict[str, Any]:
         """Metadata of the workflow, or of its step ``name`` (served from memory)."""
-        return self._state(workflow_id).metadata(name)
+        return (await self._sync(workflow_id)).metadata(name)
 
     async def list_all(self, status_filter: StatusFilter = None) -> list[tuple[str, WorkflowStatus]]:
         """``[(workflow_id, status)]``, optionally only those with the given status(es)."""
         wanted = _status_set(status_filter)
+        if self.store.shared:
+            for wid in await self.store.list_workflows():
+                if wid not in self._runs:
+                    await self._sync_known(wid)
         out = []
-        for wid, state in self._states.items():
+        for wid, state in list(self._states.items()):
             status = state.status
             if wanted is None or status in wanted:
                 out.append((wid, status))
@@ -615,7 +705,7 @@ class Engine:
         Raises as ``run`` does; a RESUMABLE workflow raises ``WorkflowNotRunningError``.
         """
         while True:
-            state = self._state(workflow_id)
+            state = await self._sync(workflow_id)
             if name is not None:
                 step = state.step(name)
                 src = state.value_source(name)
@@ -639,7 +729,12 @@ class Engine:
                 raise WorkflowCancellationError(workflow_id)
             if status is WorkflowStatus.RESUMABLE:
                 raise WorkflowNotRunningError(workflow_id, status.value) from self._lost.get(workflow_id)
-            await self._wait_change(workflow_id)
+            if self.store.shared and workflow_id not in self._runs:
+                # run by another engine: its events arrive through the store
+                with anyio.move_on_after(1.0):
+                    await self.store.wait_for_events(workflow_id, state.last_seq)
+            else:
+                await self._wait_change(workflow_id)
 
     def _output_value(self, state: WorkflowState) -> Any:
         if state.output is None:  # an actor with no writer call yet
@@ -674,17 +769,41 @@ class Engine:
         A SUCCESSFUL one is left as it is (its handle gives the stored output), a running
         one is attached to, never run twice.
         """
-        state = self._state(workflow_id)
         self._require_open()
+        if self.store.shared:
+            async with self._claim_lock:
+                await self._sync_known(workflow_id)
+                return await self._resume_locked(workflow_id)
+        return await self._resume_locked(workflow_id)
+
+    async def _resume_locked(self, workflow_id: str) -> WorkflowHandle:
+        state = self._state(workflow_id)
         if state.kind == "actor":  # may have calls waiting even when SUCCESSFUL in the log
             handle: WorkflowHandle = await self._actor_support().resume_actor(state)
             return handle
-        if workflow_id in self._runs or state.run_status is WorkflowStatus.SUCCESSFUL:
+        if workflow_id in self._runs or state.status in (WorkflowStatus.SUCCESSFUL, WorkflowStatus.RUNNING):
+            # running here or, on a shared store, in another live engine: attach to it
             return self._handle(workflow_id)
-        self._emit(state, (WorkflowStarted, {"workflow_id": workflow_id, "resume": True}))
+        if self.store.shared:
+            claim = WorkflowStarted(
+                seq=state.last_seq + 1,
+                time=time.time(),
+                workflow_id=workflow_id,
+                resume=True,
+                owner=self.engine_id,
+            )
+            try:
+                await self.store.append(workflow_id, [claim])
+            except SequenceConflictError:  # another engine claimed it first: attach to that
+                self._stale.add(workflow_id)
+                return self._handle(workflow_id)
+            apply(state, claim)
+            self._notify(workflow_id)
+        else:
+            self._emit(state, (WorkflowStarted, {"workflow_id": workflow_id, "resume": True}))
         self._exceptions.pop(workflow_id, None)
         self._start(state)
-        await self.store.flush()
+        await self.store.flush(workflow_id)
         return self._handle(workflow_id)
 
     async def resume_all(self, include_failed: bool = False) -> list[tuple[str, WorkflowHandle]]:
@@ -700,7 +819,7 @@ class Engine:
 
         RUNNING, RESUMABLE and FAILED become CANCELED; SUCCESSFUL and CANCELED stay.
         """
-        state = self._state(workflow_id)
+        state = await self._sync(workflow_id)
         run = self._runs.get(workflow_id)
         if run is not None:
             run.cancel_requested = True
@@ -711,8 +830,14 @@ class Engine:
                 return
         if state.run_status in (WorkflowStatus.SUCCESSFUL, WorkflowStatus.CANCELED):
             return
+        # On a shared store this may be another engine's running workflow: that engine
+        # lets go of it at its next append, which the store refuses.
         self._emit(state, (WorkflowCanceled, {}))
-        await self.store.flush()
+        try:
+            await self.store.flush(workflow_id)
+        except SequenceConflictError:
+            self._stale.add(workflow_id)
+            raise
 
     async def delete(self, workflow_id: str) -> None:
         """Remove the workflow and its log; its id can then be used afresh.
@@ -722,12 +847,18 @@ class Engine:
         validate_workflow_id(workflow_id)
         if workflow_id in self._runs:
             raise WorkflowRunningError(workflow_id, "cancel it before deleting it")
+        if self.store.shared:
+            await self._sync_known(workflow_id)
+            state = self._states.get(workflow_id)
+            if state is not None and state.status is WorkflowStatus.RUNNING:
+                raise WorkflowRunningError(workflow_id, "another engine runs it; cancel it first")
         if workflow_id not in self._states and workflow_id not in self._broken:
             raise WorkflowNotFoundError(workflow_id)
         await self.store.delete(workflow_id)
         self._states.pop(workflow_id, None)
         self._broken.pop(workflow_id, None)
         self._exceptions.pop(workflow_id, None)
+        self._lost.pop(workflow_id, None)
         self._notify(workflow_id)
 
     # -- actors (see _actor.py) ------------------------------------------------------------------

@@ -91,6 +91,8 @@ class WorkflowStarted(Event, frozen=True):
     The first one (``resume=False``) carries the recorded DAG (``steps``, output step
     ``output``) and the workflow's user metadata. ``kind`` is ``"workflow"`` or
     ``"actor"``; an actor's first event also names its class and initial state.
+    ``owner`` is the id of the engine that runs this run: while the log says RUNNING, the
+    workflow is RESUMABLE unless that engine is alive.
     """
 
     workflow_id: str
@@ -102,6 +104,7 @@ class WorkflowStarted(Event, frozen=True):
     actor_class: str | None = None
     actor_state: bytes | None = None
     version: int = FORMAT_VERSION
+    owner: str | None = None
 
 
 class StepStarted(Event, frozen=True):

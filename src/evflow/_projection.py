@@ -121,6 +121,8 @@ class WorkflowState:
         self.error: ErrorInfo | None = None
         self.failed_step: str | None = None
         self.running: set[str] = set()
+        #: The engine that recorded the latest WorkflowStarted (it runs the workflow).
+        self.owner: str | None = None
         self.actor_class: str | None = None
         self.actor_state: bytes | None = None
         #: Actor writer calls submitted and not yet finished, in submission order.
@@ -336,6 +338,7 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
 
 
 def _apply_started(state: WorkflowState, event: WorkflowStarted) -> None:
+    state.owner = event.owner
     if not event.resume:
         if state.last_seq != 1:
             raise ValueError("a first WorkflowStarted (resume=False) must be the first event")

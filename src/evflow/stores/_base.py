@@ -42,6 +42,12 @@ class Store(abc.ABC):
 
     #: Human-readable location, used in messages.
     url: str = ""
+    #: Whether other engines may write this store at the same time (PostgreSQL). An engine
+    #: then re-reads a workflow it does not run itself before answering about it.
+    shared: bool = False
+    #: The id of the engine using this store, set by the engine before ``open``; stores
+    #: that are ``shared`` advertise it so that ``owner_alive`` works from elsewhere.
+    owner_id: str | None = None
 
     async def open(self) -> None:
         """Acquire what the store needs (locks, connections, recovery of a torn tail).
@@ -69,13 +75,17 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def flush(self) -> None:
-        """Return once everything queued before this call is durable (or raise why not)."""
+    async def flush(self, workflow_id: str | None = None) -> None:
+        """Return once everything queued before this call is durable (or raise why not).
+
+        With ``workflow_id``, only an error about that workflow's events is raised (a shared
+        store may refuse one workflow's events and keep the others).
+        """
 
     async def append(self, workflow_id: str, events: Sequence[Event]) -> None:
         """Queue events and wait until they are durable."""
         self.append_nowait(workflow_id, events)
-        await self.flush()
+        await self.flush(workflow_id)
 
     @abc.abstractmethod
     async def read(self, workflow_id: str, after: int = 0) -> list[AnyEvent]:
@@ -113,3 +123,12 @@ class Store(abc.ABC):
     async def writer_alive(self) -> bool:
         """Whether a live engine currently writes this store (readers show RESUMABLE if not)."""
         return False
+
+    async def owner_alive(self, owner: str | None) -> bool:
+        """Whether the engine with id ``owner`` is alive and using this store.
+
+        A workflow whose log says RUNNING is RESUMABLE unless its owner (the engine that
+        recorded its latest ``WorkflowStarted``) is alive. By default only this store's own
+        engine counts, which is right for single-writer stores.
+        """
+        return owner is not None and owner == self.owner_id

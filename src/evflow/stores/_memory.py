@@ -16,20 +16,21 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self.url = "memory://"
         self._logs: dict[str, list[AnyEvent]] = {}
-        self._open_engines = 0
+        self._owners: list[str | None] = []
 
     async def open(self) -> None:
-        self._open_engines += 1
+        self._owners.append(self.owner_id)
 
     async def close(self) -> None:
-        self._open_engines = max(0, self._open_engines - 1)
+        if self.owner_id in self._owners:
+            self._owners.remove(self.owner_id)
 
     def append_nowait(self, workflow_id: str, events: Sequence[Event]) -> None:
         log = self._logs.setdefault(workflow_id, [])
         check_sequence(workflow_id, log[-1].seq if log else 0, events)
         log.extend(events)  # type: ignore[arg-type]
 
-    async def flush(self) -> None:
+    async def flush(self, workflow_id: str | None = None) -> None:
         return None
 
     async def read(self, workflow_id: str, after: int = 0) -> list[AnyEvent]:
@@ -43,4 +44,7 @@ class MemoryStore(Store):
         return self._logs.pop(workflow_id, None) is not None
 
     async def writer_alive(self) -> bool:
-        return self._open_engines > 0
+        return bool(self._owners)
+
+    async def owner_alive(self, owner: str | None) -> bool:
+        return owner is not None and owner in self._owners

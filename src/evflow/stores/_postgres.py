@@ -55,6 +55,8 @@ _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 #: First key of the two-int advisory locks ("EVFW" / "EVFD"); the second is the schema's key.
 _WRITER_LOCK = 0x45564657
 _DDL_LOCK = 0x45564644
+#: First key of an engine's own advisory lock ("EVOW"); the second is its id's crc32.
+_OWNER_LOCK = 0x45564F57
 #: NOTIFY payloads are limited to 8000 bytes; a longer id list is replaced by "*".
 _NOTIFY_LIMIT = 7900
 #: How long a started batch write may run on after cancellation before it is abandoned.
@@ -175,6 +177,8 @@ class PostgresStore(Store):
     nor count as a live writer, and refuse appends and deletes.
     """
 
+    shared = True
+
     def __init__(self, dsn: str, *, schema: str | None = None, read_only: bool = False) -> None:
         dsn, url_schema = _pop_schema(dsn)
         if schema is None:
@@ -243,6 +247,11 @@ class PostgresStore(Store):
                 await self._lock_conn.execute(
                     "SELECT pg_advisory_lock_shared($1, $2)", _WRITER_LOCK, self._key
                 )
+                if self.owner_id is not None:
+                    # held for the engine's life: owner_alive() finds it in pg_locks
+                    await self._lock_conn.execute(
+                        "SELECT pg_advisory_lock($1, $2)", _OWNER_LOCK, _owner_key(self.owner_id)
+                    )
         except (OSError, pg.PostgresError, pg.InterfaceError) as exc:
             await self._release()
             raise StoreError(f"cannot open PostgreSQL store {self.url}: {exc}") from exc
@@ -684,6 +693,20 @@ class PostgresStore(Store):
         pool = self._pool_or_raise()
         async with pool.acquire() as conn:
             return bool(await conn.fetchval(self._sql.writer_alive, _WRITER_LOCK, self._key))
+
+    async def owner_alive(self, owner: str | None) -> bool:
+        """Whether the engine ``owner`` is connected: it holds its own advisory lock."""
+        if owner is None:
+            return False
+        if owner == self.owner_id and self._lock_conn is not None:
+            return True
+        pool = self._pool_or_raise()
+        async with pool.acquire() as conn:
+            return bool(await conn.fetchval(self._sql.writer_alive, _OWNER_LOCK, _owner_key(owner)))
+
+
+def _owner_key(owner: str) -> int:
+    return zlib.crc32(owner.encode()) & 0x7FFFFFFF
 
 
 def _copy(error: StoreError) -> StoreError:

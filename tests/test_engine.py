@@ -5,6 +5,7 @@ Every scenario runs on asyncio and trio (``anyio_backend`` in conftest.py).
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -75,7 +76,10 @@ async def test_bfs_naming_from_the_output_node() -> None:
         await add.step(add.step(add.step(1, 2), 3), add.step(4, 5)).run("wf")
         base = add.name
         # breadth-first from the output: output, its children in argument order, then theirs
-        names = {n: (await evflow.get_metadata("wf", n))["status"] for n in (base, f"{base}_1", f"{base}_2", f"{base}_3")}
+        names = {
+            n: (await evflow.get_metadata("wf", n))["status"]
+            for n in (base, f"{base}_1", f"{base}_2", f"{base}_3")
+        }
         assert set(names.values()) == {"SUCCESSFUL"}
         assert await evflow.get_output("wf", name=f"{base}_1") == 6
         assert await evflow.get_output("wf", name=f"{base}_2") == 9
@@ -102,7 +106,7 @@ async def test_recursive_continuations_are_named_in_call_order() -> None:
             assert meta["status"] == "SUCCESSFUL"
             starts.append(meta["stats"])
         # a continuation's children start after the parent's end_time
-        for parent, child in zip(starts, starts[1:], strict=False):
+        for parent, child in itertools.pairwise(starts):
             assert child["start_time"] >= parent["end_time"]
 
 
@@ -158,7 +162,12 @@ async def test_workflow_and_step_metadata() -> None:
         assert step_meta["step_options"]["catch_exceptions"] is False
         assert step_meta["step_options"]["checkpoint"] is True
         stats = step_meta["stats"]
-        assert meta["stats"]["start_time"] <= stats["start_time"] <= stats["end_time"] <= meta["stats"]["end_time"]
+        assert (
+            meta["stats"]["start_time"]
+            <= stats["start_time"]
+            <= stats["end_time"]
+            <= meta["stats"]["end_time"]
+        )
         assert isinstance(stats["start_time"], float)
 
 

@@ -74,7 +74,9 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("mode", ["cancel", "exit"])
-def test_an_abandoned_sync_thread_never_keeps_the_process_alive(tmp_path: Path, mode: str, backend: str) -> None:
+def test_an_abandoned_sync_thread_never_keeps_the_process_alive(
+    tmp_path: Path, mode: str, backend: str
+) -> None:
     script = tmp_path / "stuck.py"
     script.write_text(SCRIPT)
     # The timeout only detects a hang; a healthy run exits as soon as main returns.

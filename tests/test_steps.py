@@ -23,7 +23,7 @@ def test_calling_a_step_directly_is_a_type_error() -> None:
 
 
 def test_step_validates_arguments_against_the_signature() -> None:
-    with pytest.raises(TypeError, match="test_steps.add"):
+    with pytest.raises(TypeError, match=r"test_steps\.add"):
         add.step(1)
     with pytest.raises(TypeError):
         add.step(1, 2, 3)

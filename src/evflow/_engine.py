@@ -556,8 +556,13 @@ class Engine:
             func = resolve_step_function(spec.func)
             args, kwargs = _substitute(decode_value(spec.args), execution.value)
         except Exception as exc:
+            # The step could not even be called: its one attempt starts and fails at once.
             info = error_info(exc, allow_pickle=self.allow_pickle)
-            self._emit(state, (StepFailed, {"name": name, "attempt": 1, "will_retry": False, "error": info}))
+            self._emit(
+                state,
+                (StepStarted, {"name": name, "attempt": 1}),
+                (StepFailed, {"name": name, "attempt": 1, "will_retry": False, "error": info}),
+            )
             execution.fail(name, exc, info)
             return []
         is_async = self._is_async.get(spec.func)

@@ -97,8 +97,8 @@ def validate_options(options: dict[str, Any], where: str) -> dict[str, Any]:
             raise ValueError(f"{where}: max_retries must be an int >= -1 (-1 = unbounded), got {value!r}")
     if "retry_delay" in out:
         value = out["retry_delay"]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise ValueError(f"{where}: retry_delay must be a number of seconds >= 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+            raise ValueError(f"{where}: retry_delay must be a finite number of seconds >= 0, got {value!r}")
         out["retry_delay"] = float(value)
     if "timeout" in out and out["timeout"] is not None:
         value = out["timeout"]
@@ -174,7 +174,7 @@ class StepFunction(Generic[P, R]):
             merged["metadata"] = {**self._options.get("metadata", {}), **checked["metadata"]}
         return StepFunction(self.func, merged)
 
-    def step(self, *args: P.args, **kwargs: P.kwargs) -> Node:
+    def step(self, *args: Any, **kwargs: Any) -> Node:
         """A lazy node calling the function with these arguments; nothing runs yet.
 
         Raises ``TypeError`` when the arguments do not fit the signature.

@@ -6,6 +6,7 @@ Every state change is an event in the workflow's log; status, metadata and stats
 folded from that log (``evflow.replay``).
 """
 
+from ._actor import virtual_actor as virtual_actor
 from ._api import WorkflowHandle as WorkflowHandle
 from ._api import attach_metadata as attach_metadata
 from ._api import cancel as cancel
@@ -36,6 +37,7 @@ from ._projection import StepStatus as StepStatus
 from ._projection import WorkflowState as WorkflowState
 from ._projection import WorkflowStatus as WorkflowStatus
 from ._projection import replay as replay
+from ._replay import read_events as read_events
 from ._step import Node as Node
 from ._step import StepFunction as StepFunction
 from ._step import step as step
@@ -73,9 +75,11 @@ __all__ = [
     "get_output",
     "get_status",
     "list_all",
+    "read_events",
     "replay",
     "resume",
     "resume_all",
     "resume_async",
     "step",
+    "virtual_actor",
 ]

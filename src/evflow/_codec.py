@@ -173,7 +173,8 @@ def _check(value: Any, refs: Callable[[Any], str | None] | None) -> Any:
     if t is dict:
         out = {}
         for k, v in value.items():
-            if type(k) not in (str, int):
+            kt = type(k)
+            if kt is not str and (kt is not int or not _MIN_INT <= k <= _MAX_INT):
                 raise _Unsupported("dict key")
             out[k] = _check(v, refs)
         return out

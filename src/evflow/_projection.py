@@ -178,7 +178,7 @@ class WorkflowState:
         return {
             "workflow_id": self.workflow_id,
             "status": self.status.value,
-            "user_metadata": dict(self.user_metadata),
+            "user_metadata": _copy_json(self.user_metadata),
             "stats": stats,
         }
 
@@ -202,7 +202,7 @@ class WorkflowState:
                 "timeout": opts.timeout,
                 "checkpoint": opts.checkpoint,
             },
-            "user_metadata": dict(step.user_metadata),
+            "user_metadata": _copy_json(step.user_metadata),
             "stats": stats,
         }
 
@@ -226,6 +226,16 @@ class WorkflowState:
         # call ends with the run, not with its StepFinished, which may be a continuation.
         if self.actor_calls and self.actor_calls[0] == self.output:
             self.actor_calls.popleft()
+
+
+def _copy_json(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, scalars), so callers cannot change the state."""
+    t = type(value)
+    if t is dict:
+        return {k: _copy_json(v) for k, v in value.items()}
+    if t is list:
+        return [_copy_json(v) for v in value]
+    return value
 
 
 def _name_index(base: str, name: str) -> int:

@@ -170,25 +170,15 @@ class WorkflowState:
         """``get_metadata`` for the workflow, or for step ``name``."""
         if name is not None:
             return self._step_metadata(self.step(name))
-        stats: dict[str, float] = {}
-        if self.start_time is not None:
-            stats["start_time"] = self.start_time
-        if self.end_time is not None:
-            stats["end_time"] = self.end_time
         return {
             "workflow_id": self.workflow_id,
             "status": self.status.value,
             "user_metadata": _copy_json(self.user_metadata),
-            "stats": stats,
+            "stats": _stats(self.start_time, self.end_time),
         }
 
     def _step_metadata(self, step: StepState) -> dict[str, Any]:
         opts = step.spec.options
-        stats: dict[str, float] = {}
-        if step.start_time is not None:
-            stats["start_time"] = step.start_time
-        if step.end_time is not None:
-            stats["end_time"] = step.end_time
         return {
             "name": step.name,
             "workflow_id": self.workflow_id,
@@ -203,7 +193,7 @@ class WorkflowState:
                 "checkpoint": opts.checkpoint,
             },
             "user_metadata": _copy_json(step.user_metadata),
-            "stats": stats,
+            "stats": _stats(step.start_time, step.end_time),
         }
 
     # -- folding helpers -------------------------------------------------------------------
@@ -226,6 +216,16 @@ class WorkflowState:
         # call ends with the run, not with its StepFinished, which may be a continuation.
         if self.actor_calls and self.actor_calls[0] == self.output:
             self.actor_calls.popleft()
+
+
+def _stats(start_time: float | None, end_time: float | None) -> dict[str, float]:
+    """The ``stats`` dict: only the times that are known now."""
+    stats: dict[str, float] = {}
+    if start_time is not None:
+        stats["start_time"] = start_time
+    if end_time is not None:
+        stats["end_time"] = end_time
+    return stats
 
 
 def _copy_json(value: Any) -> Any:

@@ -633,3 +633,44 @@ async def test_a_store_failure_lets_go_of_the_workflow_and_nothing_else() -> Non
         assert await evflow.get_status("before") == "SUCCESSFUL"
         assert await add.step(2, 2).run("after") == 4
         assert await evflow.resume("during") == 3
+
+
+async def test_run_returns_only_once_the_end_is_durable(tmp_path: Path) -> None:
+    Flaky.fail = True
+    async with evflow.Engine(tmp_path / "store") as engine:
+        with pytest.raises(evflow.WorkflowExecutionError):
+            await maybe_fail.step(1).run("failed")
+        # the failure is in the log already, and nothing still runs the workflow
+        events = [type(e).__name__ async for e in evflow.read_events(tmp_path / "store", "failed")]
+        assert events[-1] == "WorkflowFailed"
+        await engine.cancel("failed")
+        assert await engine.get_status("failed") == "CANCELED"
+        assert await add.step(1, 2).run("done") == 3
+        events = [type(e).__name__ async for e in evflow.read_events(tmp_path / "store", "done")]
+        assert events[-1] == "WorkflowFinished"
+        await engine.delete("done")
+        with pytest.raises(evflow.WorkflowExecutionError):
+            await maybe_fail.step(2).run("again")
+        Flaky.fail = False
+        assert await engine.resume("again") == 20
+
+
+async def test_timeouts_say_which_step_and_how_long() -> None:
+    async with evflow.Engine("memory://"):
+        with pytest.raises(evflow.WorkflowExecutionError, match="timed out after 0.05 s"):
+            await sleeper.options(name="nap", timeout=0.05, max_retries=0).step(30).run("wf")
+
+
+async def test_a_log_from_a_newer_format_is_refused_and_others_stay_usable() -> None:
+    import msgspec
+
+    store = MemoryStore()
+    async with evflow.Engine(store):
+        await add.step(1, 2).run("old")
+        await add.step(1, 2).run("future")
+    first = store._logs["future"][0]
+    store._logs["future"][0] = msgspec.structs.replace(first, version=99)
+    async with evflow.Engine(store):
+        with pytest.raises(evflow.CorruptLogError, match="newer evflow"):
+            await evflow.get_status("future")
+        assert await evflow.get_output("old") == 3

@@ -22,7 +22,6 @@ How a call maps onto the engine (docs/actors.md has the user-facing story):
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import time
 from collections import deque
@@ -34,7 +33,7 @@ import anyio
 from . import _context
 from ._api import WorkflowHandle
 from ._codec import decode_value, encode_value, error_info, import_object, import_path
-from ._engine import MAX_RETRY_DELAY, _call, _Run, _substitute
+from ._engine import MAX_RETRY_DELAY, _call, _Run, _substitute, attempt_time_limit
 from ._errors import (
     WorkflowCancellationError,
     WorkflowExecutionError,
@@ -42,6 +41,7 @@ from ._errors import (
     WorkflowNotRunningError,
 )
 from ._events import (
+    FORMAT_VERSION,
     ActorCallSubmitted,
     StepFailed,
     StepFinished,
@@ -484,11 +484,21 @@ class ActorCallHandle(WorkflowHandle):
 class _ActorRuntime:
     """In-memory companion of one actor: its live instance and the calls waited on."""
 
-    __slots__ = ("cls", "custom_state", "instance", "instance_state", "lock", "outcomes", "state")
+    __slots__ = (
+        "allow_pickle",
+        "cls",
+        "custom_state",
+        "instance",
+        "instance_state",
+        "lock",
+        "outcomes",
+        "state",
+    )
 
-    def __init__(self, state: WorkflowState, cls: type[Any]) -> None:
+    def __init__(self, state: WorkflowState, cls: type[Any], allow_pickle: bool) -> None:
         self.state = state
         self.cls = cls
+        self.allow_pickle = allow_pickle
         self.custom_state = _info(cls).custom_state
         #: The instance the writer steps run on, and the recorded state it was built from.
         self.instance: Any = None
@@ -500,7 +510,7 @@ class _ActorRuntime:
     def live_instance(self) -> Any:
         recorded = self.state.actor_state
         if self.instance is None or self.instance_state is not recorded:
-            self.instance = restore_instance(self.cls, self.custom_state, recorded)
+            self.instance = restore_instance(self.cls, self.custom_state, recorded, self.allow_pickle)
             self.instance_state = recorded
         return self.instance
 
@@ -510,11 +520,11 @@ class _ActorRuntime:
         self.instance_state = None
 
 
-def restore_instance(cls: type[Any], custom_state: bool, recorded: bytes | None) -> Any:
+def restore_instance(cls: type[Any], custom_state: bool, recorded: bytes | None, allow_pickle: bool) -> Any:
     """A new instance of ``cls`` holding the recorded state (``__init__`` is not called)."""
     if recorded is None:
         raise ValueError(f"the log of this {cls.__qualname__} actor holds no state")
-    value = decode_value(recorded)
+    value = decode_value(recorded, allow_pickle=allow_pickle)
     new: Callable[..., Any] = cls.__new__  # as pickle does: __init__ is not run again
     instance = new(cls)
     if custom_state:
@@ -549,7 +559,7 @@ class ActorSupport:
         runtime = self._runtimes.get(state.workflow_id)
         if runtime is None or runtime.state is not state:
             assert state.actor_class is not None
-            runtime = _ActorRuntime(state, resolve_actor_class(state.actor_class))
+            runtime = _ActorRuntime(state, resolve_actor_class(state.actor_class), self.engine.allow_pickle)
             self._runtimes[state.workflow_id] = runtime
         return runtime
 
@@ -593,6 +603,8 @@ class ActorSupport:
             kind="actor",
             actor_class=info.path,
             actor_state=encoded,
+            version=FORMAT_VERSION,
+            owner=engine.engine_id,
         )
         engine.store.append_nowait(actor_id, [first])
         engine._states[actor_id] = apply(None, first)
@@ -749,7 +761,9 @@ class ActorSupport:
         try:
             runtime = self._runtime(state)
             method = _method_for(runtime.cls, state, spec)
-            args, kwargs = _substitute(decode_value(spec.args), execution.value)
+            args, kwargs = _substitute(
+                decode_value(spec.args, allow_pickle=engine.allow_pickle), execution.value
+            )
         except Exception as exc:
             info = error_info(exc, allow_pickle=engine.allow_pickle)
             engine._emit(
@@ -767,7 +781,7 @@ class ActorSupport:
                 engine._emit(state, (StepStarted, {"name": name, "attempt": attempt}))
                 try:
                     instance = runtime.live_instance()
-                    with _time_limit(opts.timeout):
+                    with attempt_time_limit(opts.timeout, name):
                         result = await _call(method.func, method.is_async, [instance, *args], kwargs, name)
                     if isinstance(result, Node):
                         _check_chain(state, result)
@@ -833,9 +847,11 @@ class ActorSupport:
         runtime = self._runtime(state)
         where = f"actor {actor_id!r} readonly call {method.default_name}"
         method.check_args(args, kwargs, where)
-        instance = restore_instance(runtime.cls, runtime.custom_state, state.actor_state)
+        instance = restore_instance(
+            runtime.cls, runtime.custom_state, state.actor_state, runtime.allow_pickle
+        )
         try:
-            with _time_limit(options.get("timeout")):
+            with attempt_time_limit(options.get("timeout"), method.default_name):
                 result = await _call(
                     method.func, method.is_async, [instance, *args], kwargs, method.default_name
                 )
@@ -898,12 +914,3 @@ def _check_chain(state: WorkflowState, root: Node) -> None:
                 f"actor {state.workflow_id!r} ({state.actor_class}) returned a node of "
                 f"{function.method.default_name}: chain only this actor's own methods"
             )
-
-
-@contextlib.contextmanager
-def _time_limit(timeout: float | None) -> Iterator[None]:
-    if timeout is None:
-        yield
-    else:
-        with anyio.fail_after(timeout):
-            yield

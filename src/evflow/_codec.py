@@ -252,14 +252,22 @@ def encode_value(
         raise UnencodableError(f"{what} cannot be recorded: {kind} is not picklable ({exc})") from exc
 
 
-def decode_value(data: bytes) -> Any:
-    """Decode a value written by ``encode_value`` (dependencies come back as ``Ref``)."""
+def decode_value(data: bytes, *, allow_pickle: bool = True) -> Any:
+    """Decode a value written by ``encode_value`` (dependencies come back as ``Ref``).
+
+    With ``allow_pickle=False`` a pickled value is refused (``UnencodableError``) rather
+    than unpickled: unpickling runs code named by the data.
+    """
     if not data:
         raise ValueError("empty encoded value")
     kind = data[0]
     if kind == VALUE_MSGPACK:
         return _value_decoder.decode(memoryview(data)[1:])
     if kind == VALUE_PICKLE:
+        if not allow_pickle:
+            raise UnencodableError(
+                "a recorded value is pickled and this engine was opened with allow_pickle=False"
+            )
         return pickle.loads(memoryview(data)[1:])
     raise ValueError(f"unknown value encoding {kind}")
 

@@ -8,6 +8,7 @@ Every task lives in the engine's task group; cancellation uses cancel scopes.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import socket
@@ -15,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -41,6 +42,7 @@ from ._errors import (
     WorkflowRunningError,
 )
 from ._events import (
+    FORMAT_VERSION,
     ErrorInfo,
     Event,
     StepFailed,
@@ -108,7 +110,7 @@ class _Execution:
         src = self.state.value_source(name)
         assert src is not None
         if src.output is not None:
-            return decode_value(src.output)
+            return decode_value(src.output, allow_pickle=self.engine.allow_pickle)
         return self.run.values[src.name]
 
     def demand(self, root: str) -> list[str]:
@@ -468,6 +470,7 @@ class Engine:
             steps=specs,
             user_metadata=user_metadata,
             owner=self.engine_id,
+            version=FORMAT_VERSION,
         )
 
     def _handle(self, workflow_id: str) -> WorkflowHandle:
@@ -554,7 +557,9 @@ class Engine:
             return runnable
         try:
             func = resolve_step_function(spec.func)
-            args, kwargs = _substitute(decode_value(spec.args), execution.value)
+            args, kwargs = _substitute(
+                decode_value(spec.args, allow_pickle=self.allow_pickle), execution.value
+            )
         except Exception as exc:
             # The step could not even be called: its one attempt starts and fails at once.
             info = error_info(exc, allow_pickle=self.allow_pickle)
@@ -574,11 +579,8 @@ class Engine:
             attempt += 1
             self._emit(state, (StepStarted, {"name": name, "attempt": attempt}))
             try:
-                if opts.timeout is None:
+                with attempt_time_limit(opts.timeout, name):
                     result = await _call(func, is_async, args, kwargs, name)
-                else:
-                    with anyio.fail_after(opts.timeout):
-                        result = await _call(func, is_async, args, kwargs, name)
                 if opts.catch_exceptions:
                     result = (result, None)
                 fields = self._finish_step(execution, name, opts, result)
@@ -682,6 +684,14 @@ class Engine:
             )
         return True
 
+    async def _settle(self, workflow_id: str) -> None:
+        """Wait for a run whose end is folded but maybe not yet durable to finish recording."""
+        run = self._runs.get(workflow_id)
+        state = self._states.get(workflow_id)
+        if run is not None and state is not None and state.run_status is not WorkflowStatus.RUNNING:
+            with anyio.CancelScope(shield=True):
+                await run.done.wait()
+
     async def get_status(self, workflow_id: str) -> WorkflowStatus:
         """The workflow's status now; raises ``WorkflowNotFoundError``."""
         return (await self._sync(workflow_id)).status
@@ -715,13 +725,17 @@ class Engine:
                 step = state.step(name)
                 src = state.value_source(name)
                 if src is not None and src.output is not None:
-                    return decode_value(src.output)
+                    return decode_value(src.output, allow_pickle=self.allow_pickle)
                 run = self._runs.get(workflow_id)
                 if src is not None and run is not None and src.name in run.values:
                     return run.values[src.name]
                 if step.status is StepStatus.FAILED:
                     raise self._failure(state, step)
             status = state.status
+            if status is not WorkflowStatus.RUNNING and workflow_id in self._runs:
+                # the end is folded; return only once it is durable
+                await self._settle(workflow_id)
+                continue
             if status is WorkflowStatus.SUCCESSFUL:
                 if name is None:
                     return self._output_value(state)
@@ -746,9 +760,9 @@ class Engine:
             return None
         src = state.value_source(state.output)
         if src is not None and src.output is not None:
-            return decode_value(src.output)
+            return decode_value(src.output, allow_pickle=self.allow_pickle)
         if state.final_output is not None:
-            return decode_value(state.final_output)
+            return decode_value(state.final_output, allow_pickle=self.allow_pickle)
         raise WorkflowExecutionError(state.workflow_id, None, "its output was not recorded")
 
     def _failure(self, state: WorkflowState, step: StepState | None) -> WorkflowExecutionError:
@@ -782,6 +796,7 @@ class Engine:
         return await self._resume_locked(workflow_id)
 
     async def _resume_locked(self, workflow_id: str) -> WorkflowHandle:
+        await self._settle(workflow_id)
         state = self._state(workflow_id)
         if state.kind == "actor":  # may have calls waiting even when SUCCESSFUL in the log
             handle: WorkflowHandle = await self._actor_support().resume_actor(state)
@@ -831,8 +846,6 @@ class Engine:
             run.scope.cancel()
             with anyio.CancelScope(shield=True):
                 await run.done.wait()
-            if state.run_status is not WorkflowStatus.RUNNING:
-                return
         if state.run_status in (WorkflowStatus.SUCCESSFUL, WorkflowStatus.CANCELED):
             return
         # On a shared store this may be another engine's running workflow: that engine
@@ -850,6 +863,7 @@ class Engine:
         Raises ``WorkflowRunningError`` while it runs, ``WorkflowNotFoundError`` if unknown.
         """
         validate_workflow_id(workflow_id)
+        await self._settle(workflow_id)
         if workflow_id in self._runs:
             raise WorkflowRunningError(workflow_id, "cancel it before deleting it")
         if self.store.shared:
@@ -878,6 +892,19 @@ class Engine:
     async def get_actor(self, actor_id: str) -> Any:
         """A handle on an existing virtual actor; raises ``WorkflowNotFoundError``."""
         return await self._actor_support().get_actor(actor_id)
+
+
+@contextlib.contextmanager
+def attempt_time_limit(timeout: float | None, name: str) -> Iterator[None]:
+    """Limit one attempt of step ``name``; a timeout is a ``TimeoutError`` that says so."""
+    if timeout is None:
+        yield
+        return
+    try:
+        with anyio.fail_after(timeout):
+            yield
+    except TimeoutError:
+        raise TimeoutError(f"step {name!r} timed out after {timeout:g} s") from None
 
 
 def _spec(node: Node, name: str, args: bytes, deps: list[str]) -> StepSpec:

@@ -103,7 +103,7 @@ class WorkflowStarted(Event, frozen=True):
     kind: Literal["workflow", "actor"] = "workflow"
     actor_class: str | None = None
     actor_state: bytes | None = None
-    version: int = FORMAT_VERSION
+    version: int = 1
     owner: str | None = None
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from ._errors import StepNotFoundError
 from ._events import (
+    FORMAT_VERSION,
     ActorCallSubmitted,
     ErrorInfo,
     Event,
@@ -353,6 +354,11 @@ def _apply_started(state: WorkflowState, event: WorkflowStarted) -> None:
         if state.last_seq != 1:
             raise ValueError("a first WorkflowStarted (resume=False) must be the first event")
         state.kind = event.kind
+        if event.version > FORMAT_VERSION:
+            raise ValueError(
+                f"the log of {event.workflow_id!r} has format version {event.version}, written by a "
+                f"newer evflow; this one reads versions up to {FORMAT_VERSION}"
+            )
         state.version = event.version
         state.user_metadata = dict(event.user_metadata)
         state.output = event.output

@@ -70,7 +70,7 @@ async def run(store: str) -> None:
         await ledger.add.options(name="add").run("first")
         await ledger.add_all.options(name="link").run_async(["a", "b", "c", "d"])
         await ledger.add.options(name="add").run_async("queued")
-        while not await anyio.Path(MARK).exists():  # noqa: ASYNC110 - a step thread creates it
+        while not await anyio.Path(MARK).exists():
             await anyio.sleep(0.01)
         print("ready", flush=True)
         await anyio.sleep_forever()

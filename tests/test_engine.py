@@ -657,7 +657,7 @@ async def test_run_returns_only_once_the_end_is_durable(tmp_path: Path) -> None:
 
 async def test_timeouts_say_which_step_and_how_long() -> None:
     async with evflow.Engine("memory://"):
-        with pytest.raises(evflow.WorkflowExecutionError, match="timed out after 0.05 s"):
+        with pytest.raises(evflow.WorkflowExecutionError, match=r"timed out after 0\.05 s"):
             await sleeper.options(name="nap", timeout=0.05, max_retries=0).step(30).run("wf")
 
 

@@ -85,7 +85,7 @@ def steps(events: Sequence[AnyEvent]) -> list[tuple[int, str]]:
 
 async def until(condition: Callable[[], Awaitable[bool]]) -> None:
     """Poll until ``condition()`` holds (no time limit: an event, not a speed, is awaited)."""
-    while not await condition():  # noqa: ASYNC110 - the state is in the database, not an Event
+    while not await condition():
         await anyio.sleep(0.01)
 
 

@@ -103,7 +103,7 @@ DEFAULT_CHECKPOINT_BYTES = 32 * 1024 * 1024
 JOURNAL_PREALLOC_BYTES = 4 * 1024 * 1024
 #: How long events that nobody flushes (a StepStarted) may wait for company before their
 #: batch is committed anyway.
-LAZY_COMMIT_SECONDS = 0.05
+LAZY_COMMIT_SECONDS = 0.005
 _WARM_LIMIT = 256 * 1024 * 1024  # log bytes kept from the open scan for the first read_all
 
 # Every encoded event is a msgpack map whose first key is the union's tag field "type"; a

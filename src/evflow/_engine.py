@@ -75,21 +75,36 @@ StatusFilter = WorkflowStatus | str | Iterable[WorkflowStatus | str] | None
 class _Run:
     """One live execution of a workflow in this engine."""
 
-    __slots__ = ("cancel_requested", "done", "exception", "scope", "values", "workflow_id")
+    __slots__ = ("_done", "cancel_requested", "finished", "scope", "values", "workflow_id")
 
     def __init__(self, workflow_id: str) -> None:
         self.workflow_id = workflow_id
         self.scope = anyio.CancelScope()
-        self.done = anyio.Event()
         self.cancel_requested = False
+        self.finished = False
+        # Made only when someone waits: thousands of runs in flight stay small.
+        self._done: anyio.Event | None = None
         #: Values of steps run in this execution whose output is not checkpointed.
         self.values: dict[str, Any] = {}
-        self.exception: BaseException | None = None
+
+    async def wait_done(self) -> None:
+        """Return once the run has ended and recorded its end."""
+        if not self.finished:
+            if self._done is None:
+                self._done = anyio.Event()
+            await self._done.wait()
+
+    def set_done(self) -> None:
+        self.finished = True
+        if self._done is not None:
+            self._done.set()
 
 
 class _Execution:
     """Schedules one execution of a workflow's DAG: demand-driven and iterative (no
     recursion, so a 500-deep DAG or a 10,000-long continuation chain is no problem)."""
+
+    __slots__ = ("cont_parents", "demanded", "dependents", "engine", "failure", "run", "state", "tg", "waiting")
 
     def __init__(self, engine: Engine, state: WorkflowState, run: _Run, tg: anyio.abc.TaskGroup) -> None:
         self.engine = engine
@@ -521,7 +536,7 @@ class Engine:
         finally:
             state.live = False
             self._runs.pop(wid, None)
-            run.done.set()
+            run.set_done()
             self._notify(wid)
 
     def _finished_fields(self, state: WorkflowState, run: _Run) -> dict[str, Any]:
@@ -690,7 +705,7 @@ class Engine:
         state = self._states.get(workflow_id)
         if run is not None and state is not None and state.run_status is not WorkflowStatus.RUNNING:
             with anyio.CancelScope(shield=True):
-                await run.done.wait()
+                await run.wait_done()
 
     async def get_status(self, workflow_id: str) -> WorkflowStatus:
         """The workflow's status now; raises ``WorkflowNotFoundError``."""
@@ -845,7 +860,7 @@ class Engine:
             run.cancel_requested = True
             run.scope.cancel()
             with anyio.CancelScope(shield=True):
-                await run.done.wait()
+                await run.wait_done()
         if state.run_status in (WorkflowStatus.SUCCESSFUL, WorkflowStatus.CANCELED):
             return
         # On a shared store this may be another engine's running workflow: that engine

@@ -65,6 +65,9 @@ class StepStatus(StrEnum):
     RESUMABLE = "RESUMABLE"
 
 
+_NO_CALLS: deque[str] = deque(maxlen=0)
+
+
 class StepState:
     """Folded state of one recorded step."""
 
@@ -126,8 +129,9 @@ class WorkflowState:
         self.owner: str | None = None
         self.actor_class: str | None = None
         self.actor_state: bytes | None = None
-        #: Actor writer calls submitted and not yet finished, in submission order.
-        self.actor_calls: deque[str] = deque()
+        #: Actor writer calls submitted and not yet finished, in submission order (a
+        #: shared empty deque until the first call: plain workflows never have any).
+        self.actor_calls: deque[str] = _NO_CALLS
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -341,6 +345,8 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
                 state.steps[name].status = StepStatus.CANCELED
         state.actor_calls.clear()
     elif isinstance(event, ActorCallSubmitted):
+        if state.actor_calls is _NO_CALLS:
+            state.actor_calls = deque()
         state._register([event.step], None)
         state.actor_calls.append(event.step.name)
     else:  # pragma: no cover - every member of the union is handled above

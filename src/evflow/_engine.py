@@ -104,7 +104,17 @@ class _Execution:
     """Schedules one execution of a workflow's DAG: demand-driven and iterative (no
     recursion, so a 500-deep DAG or a 10,000-long continuation chain is no problem)."""
 
-    __slots__ = ("cont_parents", "demanded", "dependents", "engine", "failure", "run", "state", "tg", "waiting")
+    __slots__ = (
+        "cont_parents",
+        "demanded",
+        "dependents",
+        "engine",
+        "failure",
+        "run",
+        "state",
+        "tg",
+        "waiting",
+    )
 
     def __init__(self, engine: Engine, state: WorkflowState, run: _Run, tg: anyio.abc.TaskGroup) -> None:
         self.engine = engine

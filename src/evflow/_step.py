@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from ._codec import import_path
+from ._codec import import_object, import_path
 
 if TYPE_CHECKING:
     from ._api import WorkflowHandle
@@ -123,8 +123,6 @@ def default_step_name(func: Callable[..., Any]) -> str:
 
 def resolve_step_function(path: str) -> Callable[..., Any]:
     """The callable recorded as ``module:qualname``; raises ``ImportError`` naming it."""
-    from ._codec import import_object
-
     func = _registry.get(path)
     if func is not None:
         return func

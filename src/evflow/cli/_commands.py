@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -401,18 +402,35 @@ async def cmd_resume(opts: Options, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-async def cmd_cancel(opts: Options, args: argparse.Namespace) -> int:
+async def _each_workflow(
+    opts: Options, workflow_ids: list[str], action: Callable[[Engine, str], Awaitable[Any]]
+) -> tuple[list[str], bool]:
+    """Apply ``action`` to each id (once each) on one engine; report errors as they come.
+
+    Returns the ids it succeeded for and whether any failed; ``action``'s own result is
+    only used for its side effect.
+    """
+    done: list[str] = []
     failed = False
-    results = []
     async with Engine(opts.storage) as engine:
-        for wid in dict.fromkeys(args.workflow_ids):
+        for wid in dict.fromkeys(workflow_ids):
             try:
-                await engine.cancel(wid)
+                await action(engine, wid)
             except EvflowError as exc:
                 report_error(exc)
                 failed = True
-                continue
-            results.append({"workflow_id": wid, "status": (await engine.get_status(wid)).value})
+            else:
+                done.append(wid)
+    return done, failed
+
+
+async def cmd_cancel(opts: Options, args: argparse.Namespace) -> int:
+    async def cancel(engine: Engine, wid: str) -> None:
+        await engine.cancel(wid)
+        results.append({"workflow_id": wid, "status": (await engine.get_status(wid)).value})
+
+    results: list[dict[str, Any]] = []
+    _, failed = await _each_workflow(opts, args.workflow_ids, cancel)
     if opts.json:
         out(fmt_json(results))
     else:
@@ -422,17 +440,7 @@ async def cmd_cancel(opts: Options, args: argparse.Namespace) -> int:
 
 
 async def cmd_delete(opts: Options, args: argparse.Namespace) -> int:
-    failed = False
-    deleted = []
-    async with Engine(opts.storage) as engine:
-        for wid in dict.fromkeys(args.workflow_ids):
-            try:
-                await engine.delete(wid)
-            except EvflowError as exc:
-                report_error(exc)
-                failed = True
-                continue
-            deleted.append(wid)
+    deleted, failed = await _each_workflow(opts, args.workflow_ids, lambda engine, wid: engine.delete(wid))
     if opts.json:
         out(fmt_json([{"workflow_id": wid, "deleted": True} for wid in deleted]))
     else:

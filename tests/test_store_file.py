@@ -590,6 +590,34 @@ async def test_concurrent_appends_share_batches(tmp_path: Path) -> None:
         assert stats.fsyncs == stats.batches  # one journal fsync per batch
 
 
+async def test_events_nobody_flushes_are_committed_by_themselves(tmp_path: Path) -> None:
+    # A StepStarted is queued with append_nowait and never flushed by the engine: the
+    # writer thread commits it after LAZY_COMMIT_SECONDS, so readers see running steps.
+    path = tmp_path / "store"
+    async with running(path) as store, reading(path) as reader:
+        store.append_nowait("wf", make_events("wf", 1, 2))
+        with anyio.fail_after(30):  # a bound on a hang, not a speed requirement
+            await reader.wait_for_events("wf", 1, poll_interval=0.01)
+        assert seqs(await reader.read("wf")) == [1, 2]
+        assert store.statistics().batches == 1
+
+
+async def test_new_workflow_whose_log_file_already_exists(tmp_path: Path) -> None:
+    # seq 1 of a new workflow first tries O_CREAT | O_EXCL; a log file already there
+    # (a header written just before a crash) is appended to instead.
+    path = tmp_path / "store"
+    async with running(path):
+        pass
+    (path / "workflows" / log_file_name("wf")).write_bytes(_log_header("wf"))
+    async with running(path) as store:
+        await store.append("wf", make_events("wf", 1, 2))
+        await store.append("other", make_events("other", 1, 1))
+    async with reading(path) as reader:
+        assert seqs(await reader.read("wf")) == [1, 2]
+        assert seqs(await reader.read("other")) == [1]
+        assert await reader.check() == []
+
+
 async def test_relaxed_mode_writes_no_journal(tmp_path: Path) -> None:
     path = tmp_path / "store"
     async with running(path, durability="relaxed") as store:

@@ -12,12 +12,13 @@ Layout of the store directory::
 
 Write path (strict durability, the default): ``append_nowait`` checks sequence numbers
 against the last seq of every workflow (loaded at ``open``), encodes each event once and
-queues it. ``run`` takes everything queued as one batch and, in one hop to the store's
-writer thread, writes the batch to the journal with one ``write``, fsyncs the journal
-once, then appends each workflow's records to its log (one ``write`` each, no fsync) and
-wakes the batch's ``flush`` waiters. A checkpoint (journal over ``checkpoint_bytes``, and
-a clean ``close``) makes the logs written since the last one durable (fsync each, or one
-syncfs(2) when there are many) and empties the journal.
+queues it. The store's writer thread (from ``open`` to ``close``) takes everything queued
+as one batch as soon as somebody ``flush``es it, or LAZY_COMMIT_SECONDS after it started
+filling, writes the batch to the journal with one ``write``, fsyncs the journal once,
+then appends each workflow's records to its log (one ``write`` each, no fsync) and wakes
+the batch's ``flush`` waiters with one call into the event loop. A checkpoint (journal
+over ``checkpoint_bytes``, and a clean ``close``) makes the logs written since the last
+one durable (fsync each, or one syncfs(2) when there are many) and empties the journal.
 
 Relaxed durability skips the journal: batches go straight to the logs, nothing is fsynced
 until ``close``. A process crash loses nothing acknowledged (the data is in the page
@@ -61,7 +62,6 @@ import hashlib
 import itertools
 import json
 import os
-import queue
 import re
 import sys
 import threading
@@ -393,16 +393,24 @@ class FileStoreStatistics:
 
 
 class _Batch:
-    """Appends queued between two commits; its waiters are woken together."""
+    """Appends queued between two commits; its waiters are woken together.
 
-    __slots__ = ("done", "error", "event", "items", "n_events", "urgent")
+    ``items``, ``n_events``, ``urgent`` and ``waited`` are guarded by the store's mutex:
+    the event loop fills the batch, the writer thread takes it. ``error`` is set by the
+    writer thread before it hands ``finish`` to the event loop, which alone touches
+    ``done`` and ``event``.
+    """
+
+    __slots__ = ("done", "error", "event", "items", "n_events", "urgent", "waited")
 
     def __init__(self) -> None:
         # (workflow id, encoded events) or (workflow id, None) for a deletion.
         self.items: list[tuple[str, list[bytes] | None]] = []
         self.n_events = 0
-        #: Somebody waits for this batch (``flush``): commit it now, not after a while.
+        #: Somebody flushes this batch: commit it now, not after LAZY_COMMIT_SECONDS.
         self.urgent = False
+        #: Somebody awaits it: the writer thread wakes the event loop once it is written.
+        self.waited = False
         self.done = False
         self.error: StoreError | None = None
         self.event: anyio.Event | None = None
@@ -420,9 +428,6 @@ class _Batch:
 
 
 _Notify: TypeAlias = Callable[[Callable[[], None]], Any]
-_Job: TypeAlias = tuple[
-    Callable[..., object], tuple[object, ...], list[BaseException | None], _Notify, Callable[[], None]
-]
 
 
 def _loop_notifier() -> _Notify:
@@ -435,47 +440,10 @@ def _loop_notifier() -> _Notify:
         return trio.lowlevel.current_trio_token().run_sync_soon
 
 
-class _WriterThread:
-    """Runs a writer's batches and checkpoints, in order, on one daemon thread.
-
-    Measured cheaper per hop than ``anyio.to_thread`` (no pool, limiter or thread
-    start), it never competes with sync steps for the default thread limiter, and a
-    daemon thread never keeps the process alive.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    async def call(self, func: Callable[..., object], *args: object) -> None:
-        """Run ``func(*args)`` on the thread; shielded: a write is never abandoned half-way."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._main, name=self._name, daemon=True)
-            self._thread.start()
-        done = anyio.Event()
-        outcome: list[BaseException | None] = []
-        self._jobs.put((func, args, outcome, _loop_notifier(), done.set))
-        with anyio.CancelScope(shield=True):
-            await done.wait()
-        if outcome[0] is not None:
-            raise outcome[0]
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._jobs.put(None)
-            self._thread = None
-
-    def _main(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            func, args, outcome, notify, wake = job
-            try:
-                func(*args)
-                outcome.append(None)
-            except BaseException as exc:  # handed to the waiting task, which raises it
-                outcome.append(exc)
-            with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody waits
-                notify(wake)
+# What the writer thread is doing, so that the event loop wakes it only when it sleeps.
+_IDLE = 0  # waiting for the first event of a batch
+_LAZY = 1  # holding a batch nobody flushes yet, for at most LAZY_COMMIT_SECONDS
+_BUSY = 2  # writing a batch (or about to)
 
 
 @dataclass(slots=True)
@@ -524,18 +492,27 @@ class FileStore(Store):
         # Logs read by the writer's recovery scan, kept for the first read_all (the engine's
         # recovery right after open) so that a cold start reads each log once.
         self._warm: dict[str, _LogScan] = {}
-        self._current = _Batch()
-        self._inflight: _Batch | None = None
         self._broken: StoreError | None = None
         self._running = False
         self._closing = False
-        self._wakeup: anyio.Event | None = None
-        self._urgent: anyio.Event | None = None
-        self._run_stopped: anyio.Event | None = None
+        self._run_stop: anyio.Event | None = None
         self._closed: anyio.Event | None = None
-        self._commit_lock: anyio.Lock | None = None
-        # Owned by the writer thread (and by open/close while it is idle).
-        self._thread = _WriterThread(f"evflow writer {self.path}")
+        # The write path, shared by the event loop and the writer thread (see _writer_main):
+        # the batch being filled and the one being written, guarded by _mutex.
+        self._mutex = threading.Lock()
+        # Wakes the writer thread: released (once, while _signalled is False) by whoever
+        # gives it work, acquired by the thread to sleep. A bare lock, not a Condition:
+        # the event loop pays a C call per wake-up instead of Python-level bookkeeping.
+        self._signal = threading.Lock()
+        self._signal.acquire()
+        self._signalled = False
+        self._current = _Batch()
+        self._inflight: _Batch | None = None
+        self._writer_state = _BUSY
+        self._stopping = False
+        self._writer: threading.Thread | None = None
+        self._notify: _Notify | None = None
+        # Owned by the writer thread (and by open/close while it does not run).
         self._lock_fd = -1
         self._journal_fd = -1
         self._journal_size = 0
@@ -583,13 +560,15 @@ class FileStore(Store):
             raise StoreError(f"{self.url}: a FileStore is opened once (it is {self._state})")
         if sys.platform == "win32":
             raise StoreError("the embedded file store needs a POSIX system (flock); use PostgreSQL")
-        self._commit_lock = anyio.Lock()
-        self._run_stopped = anyio.Event()
-        self._run_stopped.set()
         if self.read_only:
             await anyio.to_thread.run_sync(self._check_marker, False)
         else:
             await anyio.to_thread.run_sync(self._open_writer)
+            self._notify = _loop_notifier()
+            self._writer = threading.Thread(
+                target=self._writer_main, name=f"evflow writer {self.path}", daemon=True
+            )
+            self._writer.start()
         self._state = "open"
 
     def _check_marker(self, create: bool) -> None:
@@ -685,28 +664,30 @@ class FileStore(Store):
             return
         self._closing = True
         self._closed = anyio.Event()
+        if self._run_stop is not None:
+            self._run_stop.set()
         # Shielded: a close from a cancelled scope must still release the lock and fds.
         with anyio.CancelScope(shield=True):
             try:
-                if self._running:
-                    for event in (self._wakeup, self._urgent):
-                        if event is not None:
-                            event.set()
-                    assert self._run_stopped is not None
-                    await self._run_stopped.wait()
                 broken_before = self._broken
-                await self._commit()
-                if self._broken is None:
-                    await self._in_thread(self._checkpoint_or_break, True)
+                # The writer thread writes what is queued, checkpoints and exits.
+                await anyio.to_thread.run_sync(self._stop_writer)
                 error = self._broken if self._broken is not broken_before else None
             finally:
                 self._warm.clear()
                 await anyio.to_thread.run_sync(self._release)
-                self._thread.stop()
                 self._state = "closed"
                 self._closed.set()
         if error is not None:
             raise error
+
+    def _stop_writer(self) -> None:
+        with self._mutex:
+            self._stopping = True
+            self._signal_writer()
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
 
     # -- recovery -----------------------------------------------------------------------------
 
@@ -879,12 +860,23 @@ class FileStore(Store):
             return
         if self._warm:
             self._warm.pop(workflow_id, None)
-        batch = self._current
-        batch.items.append((workflow_id, [encode_event(event) for event in events]))
-        batch.n_events += len(events)
+        self._enqueue(workflow_id, [encode_event(event) for event in events])
         self._last_seq[workflow_id] = last
-        if self._wakeup is not None:
-            self._wakeup.set()
+
+    def _enqueue(self, workflow_id: str, payloads: list[bytes] | None) -> None:
+        with self._mutex:
+            batch = self._current
+            batch.items.append((workflow_id, payloads))
+            if payloads is not None:
+                batch.n_events += len(payloads)
+            if self._writer_state == _IDLE:
+                self._signal_writer()
+
+    def _signal_writer(self) -> None:
+        """Wake the writer thread (with ``_mutex`` held); at most one wake-up is pending."""
+        if not self._signalled:
+            self._signalled = True
+            self._signal.release()
 
     def _describe_state(self) -> str:
         if self.read_only:
@@ -900,81 +892,99 @@ class FileStore(Store):
         ``workflow_id`` says: a write error here concerns the whole store, which then
         refuses further appends (reopen it to recover from the journal).
         """
-        target = self._current if self._current.items else self._inflight
+        with self._mutex:
+            target = self._current if self._current.items else self._inflight
+            if target is not None:
+                target.waited = True
+                if not target.urgent:
+                    target.urgent = True
+                    if self._writer_state != _BUSY:
+                        self._signal_writer()
         if target is not None:
-            if target is self._current and not target.urgent:
-                target.urgent = True
-                if self._urgent is not None:
-                    self._urgent.set()
-            while not target.done:
-                if self._running:
-                    await target.wait()
-                else:
-                    await self._commit()
+            await target.wait()
             if target.error is not None:
                 raise target.error
         if self._broken is not None:
             raise self._broken
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Group commit: write each batch of queued events; runs until ``close`` or
-        cancellation (then it still writes what is queued)."""
+        """Wait until ``close`` or cancellation, then make what is queued durable.
+
+        The group commit itself runs on the store's writer thread from ``open`` to
+        ``close``, so ``flush`` works with or without ``run``; on its way out ``run``
+        hurries the batch being filled instead of leaving it for LAZY_COMMIT_SECONDS.
+        """
         if self.read_only or self._state != "open" or self._closing:
             task_status.started()
             return
         if self._running:
             raise RuntimeError(f"{self.url}: FileStore.run is already running")
         self._running = True
-        stopped = self._run_stopped = anyio.Event()
+        stop = self._run_stop = anyio.Event()
         task_status.started()
         try:
-            while not self._closing:
-                if not self._current.items:
-                    self._wakeup = anyio.Event()
-                    await self._wakeup.wait()
-                    continue
-                if not self._current.urgent:
-                    # Events nobody waits for yet (a StepStarted) ride along with the next
-                    # flush, so a step costs one fsync, not two; readers see them at the
-                    # latest after LAZY_COMMIT_SECONDS.
-                    self._urgent = anyio.Event()
-                    with anyio.move_on_after(LAZY_COMMIT_SECONDS):
-                        await self._urgent.wait()
-                    self._urgent = None
-                await self._commit()
+            await stop.wait()
         finally:
             self._running = False
-            self._wakeup = None
-            self._urgent = None
-            with anyio.CancelScope(shield=True):
-                # Waiters of the open batch rely on run() to write it.
-                await self._commit()
-            stopped.set()
+            self._run_stop = None
+            with anyio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                await self.flush()  # an error is the flushers' to raise, not run's
 
-    async def _in_thread(self, func: Callable[..., object], *args: object) -> None:
-        await self._thread.call(func, *args)
+    def _writer_main(self) -> None:
+        """The writer thread: take each batch, write it, wake its waiters; until close.
 
-    async def _commit(self) -> None:
-        assert self._commit_lock is not None
-        async with self._commit_lock:
-            batch = self._current
-            if not batch.items:
-                return
-            self._current = _Batch()
-            self._inflight = batch
-            try:
-                if self._broken is not None:
-                    raise self._broken
-                await self._in_thread(self._write_batch, batch.items)
-            except StoreError as exc:
-                batch.error = exc
-            except Exception as exc:
-                batch.error = self._broken = _write_error(self.url, "writing a batch of events", exc)
-            finally:
-                self._inflight = None
-                batch.finish()
+        A batch is taken as soon as somebody flushes it; events nobody flushes yet (a
+        StepStarted) wait up to LAZY_COMMIT_SECONDS for company, so that a step costs one
+        fsync, not two. The event loop is woken once per batch that somebody awaits.
+        """
+        notify = self._notify
+        assert notify is not None
+        mutex = self._mutex
+        deadline = 0.0
+        while True:
+            with mutex:
+                batch = self._current
+                now = time.monotonic()
+                if not batch.items:
+                    if self._stopping:
+                        break  # everything is written
+                    self._writer_state = _IDLE
+                    timeout = -1.0
+                elif batch.urgent or self._stopping or (self._writer_state == _LAZY and now >= deadline):
+                    self._writer_state = _BUSY
+                    self._current = _Batch()
+                    self._inflight = batch
+                else:
+                    if self._writer_state != _LAZY:
+                        self._writer_state = _LAZY
+                        deadline = now + LAZY_COMMIT_SECONDS
+                    timeout = deadline - now
+            if self._writer_state != _BUSY:
+                if self._signal.acquire(timeout=timeout):
+                    with mutex:
+                        self._signalled = False
+                continue
+            self._commit(batch)
             if self._strict and self._journal_size >= self._checkpoint_bytes and self._broken is None:
-                await self._in_thread(self._checkpoint_or_break, False)
+                self._checkpoint_or_break(False)
+            with mutex:
+                self._inflight = None
+                waited = batch.waited
+            if waited:
+                with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody waits
+                    notify(batch.finish)
+        if self._broken is None:
+            self._checkpoint_or_break(True)
+
+    def _commit(self, batch: _Batch) -> None:
+        try:
+            if self._broken is not None:
+                raise self._broken
+            self._write_batch(batch.items)
+        except StoreError as exc:
+            batch.error = exc
+        except Exception as exc:
+            batch.error = self._broken = _write_error(self.url, "writing a batch of events", exc)
 
     def _write_batch(self, items: list[tuple[str, list[bytes] | None]]) -> None:
         """One batch, in the commit thread: journal (one write, one fsync), then the logs."""
@@ -998,33 +1008,48 @@ class FileStore(Store):
             self._stats["fsyncs"] += 1
         # Group each workflow's records into one write; a deletion drops what came before.
         pending: dict[str, list[bytes]] = {}
+        firsts: dict[str, bytes] = {}  # the first event each workflow gets in this batch
         n_events = 0
         for workflow_id, payloads in items:
             if payloads is None:
                 pending.pop(workflow_id, None)
+                firsts.pop(workflow_id, None)
                 self._delete_log(workflow_id)
             else:
-                pending.setdefault(workflow_id, []).extend([frame(p) for p in payloads])
+                frames = pending.get(workflow_id)
+                if frames is None:
+                    frames = pending[workflow_id] = []
+                    firsts[workflow_id] = payloads[0]
+                frames.extend([frame(p) for p in payloads])
                 n_events += len(payloads)
         for workflow_id, frames in pending.items():
-            self._append_to_log(workflow_id, frames)
+            self._append_to_log(workflow_id, frames, firsts[workflow_id])
         self._stats["batches"] += 1
         self._stats["events"] += n_events
 
-    def _append_to_log(self, workflow_id: str, frames: list[bytes]) -> None:
+    def _append_to_log(self, workflow_id: str, frames: list[bytes], first: bytes | None = None) -> None:
+        """Append framed records to a log (writer thread); ``first``, the first record's
+        payload when known, lets a new workflow's log be created without a failed open."""
         fd = self._fds.get(workflow_id)
         if fd is not None:
             self._fds.move_to_end(workflow_id)
             _write_all(fd, b"".join(frames))
         else:
             path = self._log_path(workflow_id)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-                data = b"".join(frames)
-            except FileNotFoundError:
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
-                data = _log_header(workflow_id) + b"".join(frames)
-                self._dir_dirty = True
+            fd = -1
+            if first is not None and _seq_of(first) == 1:  # most likely no log yet
+                with contextlib.suppress(FileExistsError):
+                    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+                    data = _log_header(workflow_id) + b"".join(frames)
+                    self._dir_dirty = True
+            if fd < 0:
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                    data = b"".join(frames)
+                except FileNotFoundError:
+                    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+                    data = _log_header(workflow_id) + b"".join(frames)
+                    self._dir_dirty = True
             self._fds[workflow_id] = fd
             if len(self._fds) > self._max_fds:
                 os.close(self._fds.popitem(last=False)[1])  # a checkpoint fsyncs it by path
@@ -1241,9 +1266,7 @@ class FileStore(Store):
         self._last_seq.pop(workflow_id, None)
         self._corrupt.pop(workflow_id, None)
         self._warm.pop(workflow_id, None)
-        self._current.items.append((workflow_id, None))
-        if self._wakeup is not None:
-            self._wakeup.set()
+        self._enqueue(workflow_id, None)
         await self.flush()
         return True
 
@@ -1474,13 +1497,13 @@ def _stat_stamps(paths: Sequence[str]) -> list[tuple[int, int] | None]:
 
 
 def _max_open_logs() -> int:
-    """Append fds kept open: a quarter of the open-files limit, between 8 and 1024."""
+    """Append fds kept open: a quarter of the open-files limit, between 8 and 4096."""
     if sys.platform == "win32":
         return 256
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
-        return 1024
-    return max(8, min(1024, soft // 4))
+        return 4096
+    return max(8, min(4096, soft // 4))
 
 
 # Past this many logs to make durable, one syncfs(2) of the file system beats an fsync per

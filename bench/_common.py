@@ -4,13 +4,22 @@ A workload script prints one JSON object per figure on stdout, on a line startin
 ``RESULT `` so that library chatter on stdout never confuses ``run.py``:
 
     RESULT {"system": "evflow", "key": "a.chain.sync", "values": [...], "unit": "steps/s", ...}
+
+Temp stores are never deleted while figures are being measured: ``discard(path)`` defers
+the deletion to the end of the process (or, under run.py, to the end of the whole suite).
+On ext4 without a journal (this machine's root file system) the inode allocator skips,
+and reads the inode-table block of, every inode freed in the last 60-300 s, so creating
+a file right after thousands were deleted costs ~300-450 us of kernel CPU instead of
+~13 us: deleting one run's store would slow down the next run's file creation.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -20,7 +29,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
+    "DISCARD_ENV",
     "MARK",
+    "delete_discarded",
+    "discard",
     "emit",
     "mem_mb",
     "median",
@@ -88,6 +100,39 @@ def tmp_root() -> str:
     return os.environ.get("EVFLOW_BENCH_TMP") or os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "results", "tmp"
     )
+
+
+#: Set by run.py for its children: a file to which they append the paths they discard, one
+#: per line, instead of deleting them at their exit; run.py deletes them when the suite ends.
+DISCARD_ENV = "EVFLOW_BENCH_DISCARD_LIST"
+
+_discarded: list[str] = []
+_registered = [False]
+
+
+def discard(path: str) -> None:
+    """Delete the temp directory ``path`` later, at this process's exit (see the module
+    docstring: deleting now would slow down the file creation of the next measured run)."""
+    if not _registered[0]:
+        atexit.register(delete_discarded)
+        _registered[0] = True
+    _discarded.append(path)
+
+
+def delete_discarded() -> None:
+    """Delete every discarded path now (or hand them to run.py, see DISCARD_ENV)."""
+    paths = list(dict.fromkeys(_discarded))
+    _discarded.clear()
+    handoff = os.environ.get(DISCARD_ENV)
+    if handoff and paths:
+        try:
+            with open(handoff, "a") as f:
+                f.writelines(p + "\n" for p in paths)
+            return
+        except OSError:
+            pass  # delete them here after all
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def recovery_run(

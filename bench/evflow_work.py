@@ -7,7 +7,9 @@ prints ``RESULT {json}`` lines (see _common.py). The other sub-commands are the 
 processes of (e), (f) and (g); run.py never calls them directly.
 
 Each figure is measured ``--runs`` times after one untimed warm-up; every (a)/(b) run gets
-a fresh store directory and a fresh engine. ``info`` figures (relaxed durability, store
+a fresh store directory and a fresh engine. Store directories are deleted only when the
+process exits (``_common.discard``): deleting thousands of files slows down the file
+creation of the next run on this file system. ``info`` figures (relaxed durability, store
 counters) have no target: they help to tell fsync time from CPU time.
 """
 
@@ -18,7 +20,6 @@ import functools
 import gc
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from typing import Any
 
 import anyio
 import floor
-from _common import emit, mem_mb, recovery_run, tmp_root
+from _common import discard, emit, mem_mb, recovery_run, tmp_root
 from evflow_steps import Gate, achain, ainc, chain, inc, inc_or_hang, wait_gate
 
 import evflow
@@ -66,7 +67,7 @@ async def with_engine(
             stats = store_stats(engine)
         return value, stats
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        discard(directory)
 
 
 def floor_sample(seconds: float = 0.5) -> float:
@@ -75,7 +76,7 @@ def floor_sample(seconds: float = 0.5) -> float:
     try:
         return floor.one_run(directory, seconds)
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        discard(directory)
 
 
 # -- (a) sequential steps ----------------------------------------------------------------------
@@ -262,7 +263,7 @@ async def bench_cd(runs: int, want_d: bool) -> None:
                     ratios = [b / s for b, s in zip(big[key], small[key], strict=True)]
                     emit(SYSTEM, f"d.{key}.ratio", ratios, "x (5000/10)", higher_is_better=False)
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        discard(directory)
 
 
 # -- (e) recovery after SIGKILL inside step 250 ------------------------------------------------
@@ -307,7 +308,7 @@ def bench_e(runs: int) -> None:
                 os.path.join(directory, "killed"),
             )
         finally:
-            shutil.rmtree(directory, ignore_errors=True)
+            discard(directory)
         vals.append(seconds)
         opens.append(float(t_open))
         resumes.append(float(t_resume))
@@ -365,7 +366,7 @@ def bench_f(runs: int) -> None:
                 hwm.append(float(fields[3]))
                 wall.append(elapsed)
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        discard(directory)
     emit(SYSTEM, "f.open", secs, "s", higher_is_better=False, workflows=N_COLD, fill_seconds=fill)
     emit(SYSTEM, "f.rss", hwm, "MiB", higher_is_better=False, workflows=N_COLD)
     emit(SYSTEM, "f.process", wall, "s", higher_is_better=False, info=True)
@@ -459,7 +460,7 @@ def bench_g(runs: int) -> None:
                 text=True,
             )
         finally:
-            shutil.rmtree(directory, ignore_errors=True)
+            discard(directory)
         if proc.returncode != 0:
             raise RuntimeError(f"g-inflight failed: {proc.stderr[-3000:]}")
         fields = next(line.split() for line in proc.stdout.splitlines() if line.startswith("INFLIGHT "))

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
 import uuid
 
-from _common import emit, per_call_us, recovery_run, tmp_root
+from _common import discard, emit, per_call_us, recovery_run, tmp_root
 
 SYSTEM = "dbos"
 N_SEQ = 500
@@ -132,7 +131,7 @@ def bench(runs: int, only: set[str]) -> None:
             emit(SYSTEM, "c.status", vals, "us/call", higher_is_better=False)
     finally:
         DBOS.destroy()
-        shutil.rmtree(directory, ignore_errors=True)
+        discard(directory)
 
 
 def bench_e(runs: int) -> None:
@@ -149,7 +148,7 @@ def bench_e(runs: int) -> None:
                 os.path.join(directory, "killed"),
             )
         finally:
-            shutil.rmtree(directory, ignore_errors=True)
+            discard(directory)
         vals.append(seconds)
     emit(SYSTEM, "e.recovery", vals[1:], "s", higher_is_better=False)
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
 import warnings
 
-from _common import emit, per_call_us, recovery_run, tmp_root
+from _common import discard, emit, per_call_us, recovery_run, tmp_root
 
 warnings.filterwarnings("ignore")
 # A 500-deep static DAG is pickled recursively by Ray (cloudpickle): the default limit
@@ -137,7 +136,7 @@ def bench(runs: int, only: set[str], b_sizes: list[int]) -> None:
                 )
     finally:
         ray.shutdown()
-        shutil.rmtree(directory, ignore_errors=True)
+        discard(directory)
 
 
 def bench_e(runs: int) -> None:
@@ -153,7 +152,7 @@ def bench_e(runs: int) -> None:
                 os.path.join(directory, "killed"),
             )
         finally:
-            shutil.rmtree(directory, ignore_errors=True)
+            discard(directory)
         vals.append(seconds)
     emit(SYSTEM, "e.recovery", vals[1:], "s", higher_is_better=False)
 

@@ -11,15 +11,20 @@ use, then reused) with the same workloads where they have them, one system at a 
 that they never share the 2 cores. Ratios compare medians measured in this same run and
 are oriented so that > 1 means evflow is better. Results also go to
 ``bench/results/run-<time>.jsonl`` and ``.txt``. See docs/performance.md.
+
+The temp stores of all scripts are deleted only when the suite ends (see _common.discard:
+on this file system, deleting thousands of files slows down the next file creations).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,7 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import parse_results, tmp_root  # noqa: E402
+from _common import DISCARD_ENV, parse_results, tmp_root  # noqa: E402
 from _venvs import ensure_venv  # noqa: E402
 
 ALL = "a,b,c,d,e,f,g"
@@ -180,6 +185,16 @@ class Suite:
         self.log_dir = self.out_dir / "logs" / stamp
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.stamp = stamp
+        # The scripts append the temp dirs they discard here; they go when the suite ends.
+        self.discarded = self.log_dir / "discarded.txt"
+        atexit.register(self.delete_discarded)
+
+    def delete_discarded(self) -> None:
+        if self.discarded.exists():
+            for path in dict.fromkeys(self.discarded.read_text().splitlines()):
+                if path:
+                    shutil.rmtree(path, ignore_errors=True)
+            self.discarded.unlink()
 
     def log(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -189,7 +204,12 @@ class Suite:
         self.log(f"[run] {name}: {' '.join(str(c) for c in cmd[1:])}")
         t0 = time.monotonic()
         log_path = self.log_dir / f"{name}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "EVFLOW_BENCH_TMP": tmp_root()}
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "EVFLOW_BENCH_TMP": tmp_root(),
+            DISCARD_ENV: str(self.discarded),
+        }
         # Start-up matters in (e) and (f): measure what users get, with cached bytecode
         # (this workplace sets PYTHONDONTWRITEBYTECODE, which recompiles every import).
         env.pop("PYTHONDONTWRITEBYTECODE", None)

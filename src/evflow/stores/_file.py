@@ -441,9 +441,11 @@ def _loop_notifier() -> _Notify:
 
 
 # What the writer thread is doing, so that the event loop wakes it only when it sleeps.
-_IDLE = 0  # waiting for the first event of a batch
-_LAZY = 1  # holding a batch nobody flushes yet, for at most LAZY_COMMIT_SECONDS
+_IDLE = 0  # asleep until an append or a flush: nothing was committed for a while
+_LAZY = 1  # asleep until a flush or the next deadline, when it commits whatever is queued
 _BUSY = 2  # writing a batch (or about to)
+#: How long after its last commit the writer thread stops polling (see _writer_main).
+_IDLE_AFTER_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -935,30 +937,39 @@ class FileStore(Store):
 
         A batch is taken as soon as somebody flushes it; events nobody flushes yet (a
         StepStarted) wait up to LAZY_COMMIT_SECONDS for company, so that a step costs one
-        fsync, not two. The event loop is woken once per batch that somebody awaits.
+        fsync, not two. Until _IDLE_AFTER_SECONDS after its last commit the thread wakes
+        every LAZY_COMMIT_SECONDS to look for such events by itself, so that only a flush
+        wakes it from the event loop (one thread wake-up per step, not two); then it sleeps
+        until an append. The event loop is woken once per batch that somebody awaits.
         """
         notify = self._notify
         assert notify is not None
         mutex = self._mutex
         deadline = 0.0
+        last_commit = 0.0
         while True:
             with mutex:
                 batch = self._current
                 now = time.monotonic()
-                if not batch.items:
-                    if self._stopping:
-                        break  # everything is written
-                    self._writer_state = _IDLE
-                    timeout = -1.0
-                elif batch.urgent or self._stopping or (self._writer_state == _LAZY and now >= deadline):
-                    self._writer_state = _BUSY
+                state = self._writer_state
+                if batch.items and (batch.urgent or self._stopping or (state == _LAZY and now >= deadline)):
+                    state = _BUSY
                     self._current = _Batch()
                     self._inflight = batch
+                    last_commit = now
+                elif not batch.items and self._stopping:
+                    break  # everything is written
+                elif not batch.items and (state == _IDLE or now - last_commit >= _IDLE_AFTER_SECONDS):
+                    state = _IDLE
+                    timeout = -1.0
                 else:
-                    if self._writer_state != _LAZY:
-                        self._writer_state = _LAZY
+                    # Lazy: commit what nobody flushes at the next deadline. While the store
+                    # is busy the thread keeps polling this way, so appends never wake it.
+                    if state != _LAZY or now >= deadline:
                         deadline = now + LAZY_COMMIT_SECONDS
+                    state = _LAZY
                     timeout = deadline - now
+                self._writer_state = state
             if self._writer_state != _BUSY:
                 if self._signal.acquire(timeout=timeout):
                     with mutex:

@@ -142,6 +142,32 @@ async def test_independent_nodes_run_concurrently() -> None:
             assert await add.step(meet.step(), meet.step()).run("wf") == 2
 
 
+async def test_a_workflow_is_one_task_plus_one_per_extra_concurrent_step() -> None:
+    # Thousands of workflows wait in flight at once (docs/performance.md, (g)): a step
+    # runs in its workflow's own task while it is the only one runnable.
+    release = anyio.Event()
+    waiting = 0
+
+    @evflow.step
+    async def wait(x: int) -> int:
+        nonlocal waiting
+        waiting += 1
+        await release.wait()
+        return x
+
+    async with evflow.Engine("memory://"):
+        before = len(anyio.get_running_tasks())
+        singles = [await wait.step(i).run_async(f"single-{i}") for i in range(3)]
+        both = await add.step(wait.step(10), wait.step(20)).run_async("both")
+        with anyio.fail_after(10):
+            while waiting < 5:
+                await anyio.sleep(0.01)
+        assert len(anyio.get_running_tasks()) - before == 3 + 2
+        release.set()
+        assert [await handle for handle in singles] == [0, 1, 2]
+        assert await both == 30
+
+
 async def test_workflow_and_step_metadata() -> None:
     async with evflow.Engine("memory://"):
         step = add.options(name="add_step", metadata={"team": "ml"})

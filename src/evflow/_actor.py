@@ -33,7 +33,7 @@ import anyio
 from . import _context
 from ._api import WorkflowHandle
 from ._codec import decode_value, encode_value, error_info, import_object, import_path
-from ._engine import MAX_RETRY_DELAY, _call, _Run, _substitute, attempt_time_limit
+from ._engine import MAX_RETRY_DELAY, _call, _Run, _substitute
 from ._errors import (
     WorkflowCancellationError,
     WorkflowExecutionError,
@@ -781,8 +781,9 @@ class ActorSupport:
                 engine._emit(state, (StepStarted, {"name": name, "attempt": attempt}))
                 try:
                     instance = runtime.live_instance()
-                    with attempt_time_limit(opts.timeout, name):
-                        result = await _call(method.func, method.is_async, [instance, *args], kwargs, name)
+                    result = await _call(
+                        method.func, method.is_async, [instance, *args], kwargs, name, opts.timeout
+                    )
                     if isinstance(result, Node):
                         _check_chain(state, result)
                     if opts.catch_exceptions:
@@ -851,10 +852,14 @@ class ActorSupport:
             runtime.cls, runtime.custom_state, state.actor_state, runtime.allow_pickle
         )
         try:
-            with attempt_time_limit(options.get("timeout"), method.default_name):
-                result = await _call(
-                    method.func, method.is_async, [instance, *args], kwargs, method.default_name
-                )
+            result = await _call(
+                method.func,
+                method.is_async,
+                [instance, *args],
+                kwargs,
+                method.default_name,
+                options.get("timeout"),
+            )
         except Exception as exc:
             error = WorkflowExecutionError(actor_id, method.default_name, f"{type(exc).__name__}: {exc}")
             raise error from exc

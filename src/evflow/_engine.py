@@ -8,7 +8,6 @@ Every task lives in the engine's task group; cancellation uses cancel scopes.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import inspect
 import os
@@ -17,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -103,7 +102,12 @@ class _Run:
 
 class _Execution:
     """Schedules one execution of a workflow's DAG: demand-driven and iterative (no
-    recursion, so a 500-deep DAG or a 10,000-long continuation chain is no problem)."""
+    recursion, so a 500-deep DAG or a 10,000-long continuation chain is no problem).
+
+    Steps run in the workflow's ``_execute`` task, one after the other, while only one is
+    runnable at a time (a single step, a chain); ``tg``, a task group of that task, is
+    opened only while several steps may run at once, for the time they do.
+    """
 
     __slots__ = (
         "cont_parents",
@@ -117,11 +121,11 @@ class _Execution:
         "waiting",
     )
 
-    def __init__(self, engine: Engine, state: WorkflowState, run: _Run, tg: anyio.abc.TaskGroup) -> None:
+    def __init__(self, engine: Engine, state: WorkflowState, run: _Run) -> None:
         self.engine = engine
         self.state = state
         self.run = run
-        self.tg = tg
+        self.tg: anyio.abc.TaskGroup | None = None
         self.demanded: set[str] = set()
         self.waiting: dict[str, int] = {}
         self.dependents: dict[str, list[str]] = {}
@@ -168,9 +172,32 @@ class _Execution:
                 runnable.append(name)
         return runnable
 
+    async def run_concurrently(self, names: list[str]) -> None:
+        """Run steps ``names`` and all the steps they make runnable, in a task group of
+        this task; return when none is left (or one failed, which cancels the others)."""
+        try:
+            async with anyio.create_task_group() as self.tg:
+                self.start(names[1:])
+                await self.run_chain(names[0])
+        finally:
+            self.tg = None
+
+    async def run_chain(self, name: str) -> None:
+        """Run step ``name``, then go on in this same task with the first step it made
+        runnable (a chain needs no new task per step); others get tasks of their own."""
+        next_name: str | None = name
+        while next_name is not None:
+            runnable = await self.engine._run_step(self, next_name)
+            if not runnable:
+                return
+            self.start(runnable[1:])
+            next_name = runnable[0]
+
     def start(self, names: list[str]) -> None:
-        for name in names:
-            self.tg.start_soon(self.engine._run_steps, self, name)
+        if names:
+            assert self.tg is not None
+            for name in names:
+                self.tg.start_soon(self.run_chain, name)
 
     def finished(self, name: str) -> list[str]:
         """Step ``name`` recorded its StepFinished; return the steps to start now."""
@@ -199,7 +226,8 @@ class _Execution:
     def fail(self, name: str, exc: BaseException, info: ErrorInfo) -> None:
         if self.failure is None:
             self.failure = (name, exc, info)
-        self.tg.cancel_scope.cancel()
+        if self.tg is not None:  # else no other step runs
+            self.tg.cancel_scope.cancel()
 
 
 class Engine:
@@ -524,10 +552,13 @@ class Engine:
         self._lost.pop(wid, None)
         try:
             with run.scope:
-                async with anyio.create_task_group() as tg:
-                    execution = _Execution(self, state, run, tg)
-                    assert state.output is not None
-                    execution.start(execution.demand(state.output))
+                execution = _Execution(self, state, run)
+                assert state.output is not None
+                runnable = execution.demand(state.output)
+                while len(runnable) == 1:  # one step at a time: in this task, no other
+                    runnable = await self._run_step(execution, runnable[0])
+                if runnable:
+                    await execution.run_concurrently(runnable)
                 if execution.failure is None:
                     try:
                         fields = self._finished_fields(state, run)
@@ -572,17 +603,6 @@ class Engine:
             )
         }
 
-    async def _run_steps(self, execution: _Execution, name: str) -> None:
-        """Run step ``name``, then go on in this same task with the first step it made
-        runnable (a chain needs no new task per step); others get tasks of their own."""
-        next_name: str | None = name
-        while next_name is not None:
-            runnable = await self._run_step(execution, next_name)
-            if not runnable:
-                return
-            execution.start(runnable[1:])
-            next_name = runnable[0]
-
     async def _run_step(self, execution: _Execution, name: str) -> list[str]:
         state = execution.state
         spec = state.steps[name].spec
@@ -614,8 +634,7 @@ class Engine:
             attempt += 1
             self._emit(state, (StepStarted, {"name": name, "attempt": attempt}))
             try:
-                with attempt_time_limit(opts.timeout, name):
-                    result = await _call(func, is_async, args, kwargs, name)
+                result = await _call(func, is_async, args, kwargs, name, opts.timeout)
                 if opts.catch_exceptions:
                     result = (result, None)
                 fields = self._finish_step(execution, name, opts, result)
@@ -929,19 +948,6 @@ class Engine:
         return await self._actor_support().get_actor(actor_id)
 
 
-@contextlib.contextmanager
-def attempt_time_limit(timeout: float | None, name: str) -> Iterator[None]:
-    """Limit one attempt of step ``name``; a timeout is a ``TimeoutError`` that says so."""
-    if timeout is None:
-        yield
-        return
-    try:
-        with anyio.fail_after(timeout):
-            yield
-    except TimeoutError:
-        raise TimeoutError(f"step {name!r} timed out after {timeout:g} s") from None
-
-
 def _spec(node: Node, name: str, args: bytes, deps: list[str]) -> StepSpec:
     opts = node.function.effective_options()
     return StepSpec(
@@ -969,12 +975,39 @@ def _substitute(decoded: Any, values: Callable[[str], Any]) -> tuple[list[Any], 
     return substitute_refs(args, values), substitute_refs(kwargs, values)
 
 
-async def _call(
-    func: Callable[..., Any], is_async: bool, args: list[Any], kwargs: dict[str, Any], name: str
-) -> Any:
+def _call(
+    func: Callable[..., Any],
+    is_async: bool,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    name: str,
+    time_limit: float | None,
+) -> Awaitable[Any]:
+    """One attempt of step ``name``, to await, limited to ``time_limit`` seconds (the step's
+    ``timeout`` option); a timeout is a ``TimeoutError`` that names the step.
+
+    With no limit this is the step's own coroutine: a waiting step adds no frame of ours.
+    """
+    if time_limit is not None:
+        return _call_limited(func, is_async, args, kwargs, name, time_limit)
     if is_async:
-        return await func(*args, **kwargs)
-    return await run_in_daemon_thread(func, args, kwargs, name)
+        return func(*args, **kwargs)  # type: ignore[no-any-return]
+    return run_in_daemon_thread(func, args, kwargs, name)
+
+
+async def _call_limited(
+    func: Callable[..., Any],
+    is_async: bool,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    name: str,
+    time_limit: float,
+) -> Any:
+    try:
+        with anyio.fail_after(time_limit):
+            return await _call(func, is_async, args, kwargs, name, None)
+    except TimeoutError:
+        raise TimeoutError(f"step {name!r} timed out after {time_limit:g} s") from None
 
 
 def _status_set(status_filter: StatusFilter) -> set[WorkflowStatus] | None:

@@ -71,6 +71,8 @@ MAX_RETRY_DELAY = 60.0
 
 StatusFilter = WorkflowStatus | str | Iterable[WorkflowStatus | str] | None
 
+_EXECUTE_TASK_NAME = "evflow workflow"
+
 
 class _Run:
     """One live execution of a workflow in this engine."""
@@ -545,7 +547,8 @@ class Engine:
         wtg = self._require_open()
         run = self._runs[state.workflow_id] = _Run(state.workflow_id)
         state.live = True
-        wtg.start_soon(self._execute, state, run)
+        # A constant name: anyio would otherwise build the same string anew for every task.
+        wtg.start_soon(self._execute, state, run, name=_EXECUTE_TASK_NAME)
 
     async def _execute(self, state: WorkflowState, run: _Run) -> None:
         wid = state.workflow_id

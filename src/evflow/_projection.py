@@ -89,7 +89,8 @@ class StepState:
         self.spec = spec
         self.parent = parent
         self.status = StepStatus.PENDING
-        self.user_metadata: dict[str, Any] = dict(spec.user_metadata)
+        #: Shared with the spec until metadata is attached: the fold never changes it in place.
+        self.user_metadata: dict[str, Any] = spec.user_metadata
         self.start_time: float | None = None
         self.end_time: float | None = None
         self.attempt = 0
@@ -106,6 +107,29 @@ class StepState:
 
 class WorkflowState:
     """Folded state of one workflow; ``metadata()`` gives the ``get_metadata`` dicts."""
+
+    __slots__ = (
+        "actor_calls",
+        "actor_class",
+        "actor_state",
+        "counters",
+        "end_time",
+        "error",
+        "failed_step",
+        "final_output",
+        "kind",
+        "last_seq",
+        "live",
+        "output",
+        "owner",
+        "run_status",
+        "running",
+        "start_time",
+        "steps",
+        "user_metadata",
+        "version",
+        "workflow_id",
+    )
 
     def __init__(self, workflow_id: str, *, live: bool = True) -> None:
         self.workflow_id = workflow_id
@@ -317,10 +341,12 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
             step.end_time = t
             state.running.discard(event.name)
     elif isinstance(event, MetadataAttached):
+        # Replaced, not updated: the old dict may be shared with a recorded event.
         if event.step is None:
-            state.user_metadata.update(event.metadata)
+            state.user_metadata = {**state.user_metadata, **event.metadata}
         else:
-            state.step(event.step).user_metadata.update(event.metadata)
+            step = state.step(event.step)
+            step.user_metadata = {**step.user_metadata, **event.metadata}
     elif isinstance(event, WorkflowStarted):
         _apply_started(state, event)
     elif isinstance(event, WorkflowFinished):
@@ -366,7 +392,7 @@ def _apply_started(state: WorkflowState, event: WorkflowStarted) -> None:
                 f"newer evflow; this one reads versions up to {FORMAT_VERSION}"
             )
         state.version = event.version
-        state.user_metadata = dict(event.user_metadata)
+        state.user_metadata = event.user_metadata  # shared: see MetadataAttached
         state.output = event.output
         state.actor_class = event.actor_class
         state.actor_state = event.actor_state

@@ -148,6 +148,8 @@ class StepFunction(Generic[P, R]):
         self._options = options
         self._signature = inspect.signature(func)
         self.is_async = inspect.iscoroutinefunction(func)
+        # One string for every step recorded from this function, not one per workflow.
+        self._default_name = default_step_name(func)
         _registry[self.path] = func
         self.__name__ = getattr(func, "__name__", "step")
         self.__qualname__ = getattr(func, "__qualname__", self.__name__)
@@ -158,7 +160,7 @@ class StepFunction(Generic[P, R]):
     def name(self) -> str:
         """The base step name."""
         name = self._options.get("name")
-        return name if isinstance(name, str) else default_step_name(self.func)
+        return name if isinstance(name, str) else self._default_name
 
     def effective_options(self) -> dict[str, Any]:
         """Every option with defaults filled in."""

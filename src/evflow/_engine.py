@@ -56,6 +56,7 @@ from ._events import (
     WorkflowStarted,
 )
 from ._projection import StepState, StepStatus, WorkflowState, WorkflowStatus, allocate_names, apply, replay
+from ._signal import Signal, new_signal
 from ._step import Node, iter_nodes, resolve_step_function, validate_metadata, validate_workflow_id
 from ._threads import run_in_daemon_thread
 from .stores import Store
@@ -85,7 +86,7 @@ class _Run:
         self.cancel_requested = False
         self.finished = False
         # Made only when someone waits: thousands of runs in flight stay small.
-        self._done: anyio.Event | None = None
+        self._done: Signal | None = None
         #: Values of steps run in this execution whose output is not checkpointed.
         self.values: dict[str, Any] = {}
 
@@ -93,7 +94,7 @@ class _Run:
         """Return once the run has ended and recorded its end."""
         if not self.finished:
             if self._done is None:
-                self._done = anyio.Event()
+                self._done = new_signal()
             await self._done.wait()
 
     def set_done(self) -> None:
@@ -263,7 +264,7 @@ class Engine:
         self._states: dict[str, WorkflowState] = {}
         self._broken: dict[str, Exception] = {}
         self._runs: dict[str, _Run] = {}
-        self._changed: dict[str, anyio.Event] = {}
+        self._changed: dict[str, Signal] = {}
         self._exceptions: dict[str, BaseException] = {}
         #: Why this engine let go of a workflow mid-run (a store error), by id.
         self._lost: dict[str, Exception] = {}
@@ -430,7 +431,7 @@ class Engine:
     async def _wait_change(self, workflow_id: str) -> None:
         event = self._changed.get(workflow_id)
         if event is None:
-            event = self._changed[workflow_id] = anyio.Event()
+            event = self._changed[workflow_id] = new_signal()
         await event.wait()
 
     def _state(self, workflow_id: str) -> WorkflowState:

@@ -1,0 +1,66 @@
+"""A one-shot event for the many the engine keeps: one per awaited workflow.
+
+``anyio.Event`` on asyncio wraps an ``asyncio.Event``, whose deque of waiters takes 760
+bytes even when one task waits, or none; with 10,000 workflows in flight and a caller
+awaiting each, that is 7 MB (docs/performance.md, (g)). On asyncio a ``Signal`` keeps its
+waiters' futures in a list instead; on trio it is an ``anyio.Event`` (``trio.Event`` is
+small already).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import anyio.lowlevel
+import sniffio
+
+__all__ = ["Signal", "new_signal"]
+
+
+class Signal(Protocol):
+    """Set once; ``wait`` returns once it is set (what the engine uses of ``anyio.Event``)."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+    async def wait(self) -> None: ...
+
+
+def new_signal() -> Signal:
+    """A new, unset signal for the running event loop."""
+    if sniffio.current_async_library() == "asyncio":
+        return _FutureSignal()
+    return anyio.Event()
+
+
+class _FutureSignal:
+    """``anyio.Event`` semantics on asyncio: a cancelled waiter raises the cancellation and
+    leaves the others waiting; waiting on a set signal is a checkpoint."""
+
+    __slots__ = ("_is_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._is_set = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def set(self) -> None:
+        self._is_set = True
+        for future in self._waiters:
+            if not future.done():
+                future.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    async def wait(self) -> None:
+        if self._is_set:
+            await anyio.lowlevel.checkpoint()
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future
+        finally:
+            self._waiters.remove(future)

@@ -46,8 +46,11 @@ class _FutureSignal:
         self._waiters: list[asyncio.Future[None]] = []
 
     def set(self) -> None:
+        if self._is_set:
+            return
         self._is_set = True
-        for future in self._waiters:
+        waiters, self._waiters = self._waiters, []
+        for future in waiters:
             if not future.done():
                 future.set_result(None)
 
@@ -63,4 +66,5 @@ class _FutureSignal:
         try:
             await future
         finally:
-            self._waiters.remove(future)
+            if not self._is_set:  # cancelled while waiting; set() already let go of the rest
+                self._waiters.remove(future)

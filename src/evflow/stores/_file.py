@@ -82,6 +82,7 @@ from anyio.abc import TaskStatus
 from .._codec import FRAME_HEADER, decode_event, encode_event, frame
 from .._errors import CorruptLogError, StoreError, StoreLockedError
 from .._events import AnyEvent, Event
+from .._signal import Signal, new_signal
 from ._base import Store, check_sequence
 
 if sys.platform != "win32":  # the writer lock is flock(2); FileStore.open says so on Windows
@@ -413,12 +414,12 @@ class _Batch:
         self.waited = False
         self.done = False
         self.error: StoreError | None = None
-        self.event: anyio.Event | None = None
+        self.event: Signal | None = None
 
     async def wait(self) -> None:
         if not self.done:
             if self.event is None:
-                self.event = anyio.Event()
+                self.event = new_signal()
             await self.event.wait()
 
     def finish(self) -> None:

@@ -75,7 +75,7 @@ def main() -> None:
             directory = tempfile.mkdtemp(prefix="evflow-g-", dir=tmp_root())
             try:
                 out = subprocess.run(
-                    [sys.executable, WORK, "g-inflight", directory, "10000", "trace"],
+                    [sys.executable, WORK, "g-inflight", directory, "10000", "100", "trace"],
                     capture_output=True,
                     text=True,
                     check=True,

@@ -114,8 +114,9 @@ TARGETS = {
     "d.status.ratio": Target("<= 1.5x", max_value=1.5),
     "e.recovery": Target("<= 1/5 of DBOS", min_vs={"dbos": 5}),
     "f.open": Target("<= 1 s", max_value=1.0),
-    "f.rss": Target("<= 200 MB", max_value=200),
-    "g.rss_above_idle": Target("<= 150 MB", max_value=150),
+    # The figures are MiB (2**20 bytes); the targets are MB (10**6), the stricter reading.
+    "f.rss": Target("<= 200 MB (190.7 MiB)", max_value=200e6 / 2**20),
+    "g.rss_above_idle": Target("<= 150 MB (143.1 MiB)", max_value=150e6 / 2**20),
 }
 
 

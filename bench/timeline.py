@@ -4,7 +4,8 @@
 
 Wraps the file store's ``flush``, its writer thread's commit and fdatasync, and the batch
 wake-up on the event loop with timestamps, runs a chain of async continuations, and prints
-the median of each leg of a step:
+the median, mean and 99th percentile of each leg of a step (``--sync``: sync steps, which
+add the hop to a step worker thread to the engine's leg):
 
     flush -> commit start       the writer thread waking up for the flush (L1)
     commit                      journal write + fdatasync + log append, on the writer thread
@@ -28,7 +29,7 @@ from typing import Any
 
 import anyio
 from _common import tmp_root
-from evflow_steps import achain
+from evflow_steps import achain, chain
 
 import evflow
 from evflow.stores import _file
@@ -93,16 +94,17 @@ def legs() -> dict[str, list[float]]:
     return out
 
 
-async def one_run(steps: int) -> float:
+async def one_run(steps: int, sync: bool) -> float:
+    step = chain if sync else achain
     os.makedirs(tmp_root(), exist_ok=True)
     directory = tempfile.mkdtemp(prefix="timeline-", dir=tmp_root())
     try:
         async with evflow.Engine(directory):
-            await achain.step(1, 50).run("warm-up")
+            await step.step(1, 50).run("warm-up")
             for values in STAMPS.values():
                 values.clear()
             t0 = time.perf_counter()
-            await achain.step(1, steps).run("timed")
+            await step.step(1, steps).run("timed")
             return (time.perf_counter() - t0) / steps
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -112,6 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sync", action="store_true", help="sync steps (a worker thread each)")
     args = parser.parse_args()
     instrument()
     names = {
@@ -122,10 +125,14 @@ def main() -> None:
         "engine": "wake-up -> next flush (engine, loop)",
     }
     for run in range(args.runs):
-        per_step = anyio.run(one_run, args.steps)
+        per_step = anyio.run(one_run, args.steps, args.sync)
         print(f"run {run + 1}: {1 / per_step:,.0f} steps/s, {per_step * 1e6:.0f} us a step")
         for key, values in legs().items():
-            print(f"  {names[key]:40s} median {statistics.median(values) * 1e6:6.1f} us")
+            p99 = sorted(values)[len(values) * 99 // 100]
+            print(
+                f"  {names[key]:40s} median {statistics.median(values) * 1e6:6.1f} us"
+                f"  mean {statistics.fmean(values) * 1e6:6.1f}  p99 {p99 * 1e6:7.1f}"
+            )
     sys.stdout.flush()
 
 

@@ -661,6 +661,42 @@ async def test_a_store_failure_lets_go_of_the_workflow_and_nothing_else() -> Non
         assert await evflow.resume("during") == 3
 
 
+class EndWriteFails(MemoryStore):
+    """A memory store whose flush of a workflow's end fails like a real failed write: the
+    events of that flush are not kept."""
+
+    fail = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[tuple[str, Any]] = []
+
+    def append_nowait(self, workflow_id: str, events: Any) -> None:
+        super().append_nowait(workflow_id, events)
+        self.pending += [(workflow_id, event) for event in events]
+
+    async def flush(self, workflow_id: str | None = None) -> None:
+        pending, self.pending = self.pending, []
+        if self.fail and any(type(event).__name__ == "WorkflowFinished" for _, event in pending):
+            for wid, event in pending:
+                self._logs[wid].remove(event)
+            raise evflow.StoreError("disk full")
+
+
+async def test_an_end_that_could_not_be_written_is_not_reported() -> None:
+    store = EndWriteFails()
+    async with evflow.Engine(store):
+        with pytest.raises(evflow.WorkflowNotRunningError) as info:
+            await add.step(1, 2).run("end")
+        assert isinstance(info.value.__cause__, evflow.StoreError)
+        assert await evflow.get_status("end") == "RESUMABLE"  # not SUCCESSFUL: not on disk
+        assert (await evflow.get_metadata("end"))["status"] == "RESUMABLE"
+        store.fail = False
+        assert await evflow.resume("end") == 3
+        assert await evflow.get_status("end") == "SUCCESSFUL"
+    assert type(store._logs["end"][-1]).__name__ == "WorkflowFinished"
+
+
 async def test_run_returns_only_once_the_end_is_durable(tmp_path: Path) -> None:
     Flaky.fail = True
     async with evflow.Engine(tmp_path / "store") as engine:

@@ -588,11 +588,28 @@ class Engine:
             self._lost[wid] = exc
             if self.store.shared:
                 self._stale.add(wid)
+            elif state.run_status is not WorkflowStatus.RUNNING:
+                # The run's end was folded but writing it failed: report what the store
+                # holds (a run that ended only in memory is RESUMABLE, not SUCCESSFUL).
+                await self._refold(wid)
         finally:
             state.live = False
             self._runs.pop(wid, None)
             run.set_done()
             self._notify(wid)
+
+    async def _refold(self, workflow_id: str) -> None:
+        """Replace a workflow's folded state by a fold of what the store holds."""
+        try:
+            with anyio.CancelScope(shield=True):
+                events = await self.store.read(workflow_id)
+            state = replay(events, live=False) if events else None
+        except Exception:  # the store cannot tell either; _lost keeps the cause
+            return
+        if state is None:
+            self._states.pop(workflow_id, None)
+        else:
+            self._states[workflow_id] = state
 
     def _finished_fields(self, state: WorkflowState, run: _Run) -> dict[str, Any]:
         assert state.output is not None

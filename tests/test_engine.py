@@ -647,8 +647,9 @@ async def test_a_store_failure_lets_go_of_the_workflow_and_nothing_else() -> Non
         assert await add.step(1, 2).run("before") == 3
         store.broken = True
         with pytest.raises(evflow.StoreError):
-            await add.step(1, 2).run("during")
-        # the execution goes on until its own flush fails, then lets go of the workflow
+            await add.step(add.step(1, 1), 1).run("during")
+        # the execution goes on until its own flush fails (the first step's), then lets go
+        # of the workflow
         while await evflow.get_status("during") == "RUNNING":
             await anyio.sleep(0.01)
         assert await evflow.get_status("during") == "RESUMABLE"
@@ -659,6 +660,38 @@ async def test_a_store_failure_lets_go_of_the_workflow_and_nothing_else() -> Non
         assert await evflow.get_status("before") == "SUCCESSFUL"
         assert await add.step(2, 2).run("after") == 4
         assert await evflow.resume("during") == 3
+
+
+class FlushLog(MemoryStore):
+    """A memory store that records which events each flush made durable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued: list[str] = []
+        self.flushes: list[list[str]] = []
+
+    def append_nowait(self, workflow_id: str, events: Any) -> None:
+        super().append_nowait(workflow_id, events)
+        self.queued += [f"{type(e).__name__}:{getattr(e, 'name', '')}" for e in events]
+
+    async def flush(self, workflow_id: str | None = None) -> None:
+        if self.queued:
+            self.flushes.append(self.queued)
+            self.queued = []
+
+
+async def test_each_step_is_durable_before_the_next_and_the_last_with_the_end() -> None:
+    store = FlushLog()
+    async with evflow.Engine(store):
+        assert await add.step(add.step(1, 2), 3).run("two") == 6
+    inner, outer = f"{add.name}_1", add.name
+    # the dependency's StepFinished is flushed before the step that needs it starts; the
+    # output step's StepFinished shares one flush with the WorkflowFinished
+    assert store.flushes == [
+        ["WorkflowStarted:"],
+        [f"StepStarted:{inner}", f"StepFinished:{inner}"],
+        [f"StepStarted:{outer}", f"StepFinished:{outer}", "WorkflowFinished:"],
+    ]
 
 
 class EndWriteFails(MemoryStore):

@@ -682,7 +682,13 @@ class Engine:
                 if delay > 0:
                     await anyio.sleep(delay)
         self._emit(state, (StepFinished, fields))
-        await self.store.flush(state.workflow_id)
+        assert state.output is not None
+        source = state.value_source(state.output)
+        if source is None or source.name != name:
+            await self.store.flush(state.workflow_id)
+        # else: the workflow's output step. Nothing runs after it: its StepFinished becomes
+        # durable with the WorkflowFinished that _execute appends next, in one flush (and
+        # should that flush fail, _execute re-folds the workflow from the store).
         return execution.finished(name)
 
     def _finish_step(

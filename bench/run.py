@@ -158,8 +158,8 @@ def machine() -> dict[str, Any]:
         rev = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"], cwd=HERE, capture_output=True, text=True
+        dirty = subprocess.run(  # from the repository root: "src" is not under bench/
+            ["git", "status", "--porcelain", "--", "src"], cwd=HERE.parent, capture_output=True, text=True
         ).stdout.strip()
         rev += "+uncommitted src changes" if dirty else ""
     except OSError:

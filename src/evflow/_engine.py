@@ -8,6 +8,7 @@ Every task lives in the engine's task group; cancellation uses cancel scopes.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import os
@@ -554,6 +555,7 @@ class Engine:
     async def _execute(self, state: WorkflowState, run: _Run) -> None:
         wid = state.workflow_id
         self._lost.pop(wid, None)
+        refold = False
         try:
             with run.scope:
                 execution = _Execution(self, state, run)
@@ -586,30 +588,22 @@ class Engine:
             while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
                 exc = exc.exceptions[0]
             self._lost[wid] = exc
-            if self.store.shared:
+            # What was folded may be ahead of the store: a shared store is re-read at the
+            # next question; otherwise a folded end is re-read below (a run that ended
+            # only in memory is RESUMABLE, not SUCCESSFUL). Both re-read by _sync_known.
+            refold = not self.store.shared and state.run_status is not WorkflowStatus.RUNNING
+            if self.store.shared or refold:
                 self._stale.add(wid)
-            elif state.run_status is not WorkflowStatus.RUNNING:
-                # The run's end was folded but writing it failed: report what the store
-                # holds (a run that ended only in memory is RESUMABLE, not SUCCESSFUL).
-                await self._refold(wid)
         finally:
             state.live = False
             self._runs.pop(wid, None)
-            run.set_done()
-            self._notify(wid)
-
-    async def _refold(self, workflow_id: str) -> None:
-        """Replace a workflow's folded state by a fold of what the store holds."""
-        try:
-            with anyio.CancelScope(shield=True):
-                events = await self.store.read(workflow_id)
-            state = replay(events, live=False) if events else None
-        except Exception:  # the store cannot tell either; _lost keeps the cause
-            return
-        if state is None:
-            self._states.pop(workflow_id, None)
-        else:
-            self._states[workflow_id] = state
+            try:
+                if refold:
+                    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                        await self._sync_known(wid)  # else _lost keeps the cause
+            finally:
+                run.set_done()
+                self._notify(wid)
 
     def _finished_fields(self, state: WorkflowState, run: _Run) -> dict[str, Any]:
         assert state.output is not None

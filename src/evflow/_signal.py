@@ -1,4 +1,5 @@
-"""A one-shot event for the many the engine keeps: one per awaited workflow.
+"""A one-shot event for the many the engine keeps (one per awaited workflow), and how
+another thread sets one.
 
 ``anyio.Event`` on asyncio wraps an ``asyncio.Event``, whose deque of waiters takes 760
 bytes even when one task waits, or none; with 10,000 workflows in flight and a caller
@@ -10,12 +11,16 @@ small already).
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeAlias
 
 import anyio.lowlevel
 import sniffio
 
-__all__ = ["Signal", "new_signal"]
+__all__ = ["Notify", "Signal", "loop_notifier", "new_signal"]
+
+#: Schedules a callback on an event loop from any thread, without blocking.
+Notify: TypeAlias = Callable[[Callable[[], object]], object]
 
 
 class Signal(Protocol):
@@ -26,6 +31,16 @@ class Signal(Protocol):
     def is_set(self) -> bool: ...
 
     async def wait(self) -> None: ...
+
+
+def loop_notifier() -> Notify:
+    """How another thread schedules a callback on the running event loop (and so sets a
+    signal of it): ``call_soon_threadsafe`` on asyncio, ``run_sync_soon`` on trio."""
+    if sniffio.current_async_library() == "asyncio":
+        return asyncio.get_running_loop().call_soon_threadsafe
+    import trio
+
+    return trio.lowlevel.current_trio_token().run_sync_soon
 
 
 def new_signal() -> Signal:

@@ -8,7 +8,6 @@ the idle pool. Workers idle for ``IDLE_SECONDS`` exit.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import queue
 import threading
@@ -16,8 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import anyio
-import sniffio
+from ._signal import loop_notifier, new_signal
 
 __all__ = ["run_in_daemon_thread"]
 
@@ -62,34 +60,12 @@ def _submit(job: _Job, name: str) -> None:
     jobs.put(job)
 
 
-def _notifier(done: anyio.Event) -> Callable[[], None]:
-    """A thread-safe, non-blocking way to set ``done`` from a worker thread (trio)."""
-    import trio
-
-    token = trio.lowlevel.current_trio_token()
-    return lambda: token.run_sync_soon(done.set)
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():  # a canceled caller no longer waits
-        future.set_result(None)
-
-
 async def run_in_daemon_thread(func: Callable[..., Any], args: Any, kwargs: Any, name: str) -> Any:
     """Call ``func(*args, **kwargs)`` in a daemon worker thread with the caller's context vars."""
     box: list[Any] = []
-    if sniffio.current_async_library() == "asyncio":
-        # A bare future, set through call_soon_threadsafe: the cheapest round trip there is
-        # (measured: anyio.Event plus a closure per call cost ~10 us more per sync step).
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        notify = partial(loop.call_soon_threadsafe, _wake, future)
-        _submit((contextvars.copy_context(), func, args, kwargs, box, notify), name)
-        await future  # a cancellation cancels the future too; _wake then does nothing
-    else:
-        done = anyio.Event()
-        _submit((contextvars.copy_context(), func, args, kwargs, box, _notifier(done)), name)
-        await done.wait()
+    done = new_signal()
+    _submit((contextvars.copy_context(), func, args, kwargs, box, partial(loop_notifier(), done.set)), name)
+    await done.wait()  # a canceled caller stops waiting; the late set() then does nothing
     ok, value = box[0]
     if ok:
         return value

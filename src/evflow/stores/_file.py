@@ -53,7 +53,6 @@ writer).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import errno
@@ -72,7 +71,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, TypeAlias
+from typing import Literal, NamedTuple, TypeAlias
 
 import anyio
 import anyio.to_thread
@@ -82,7 +81,7 @@ from anyio.abc import TaskStatus
 from .._codec import FRAME_HEADER, decode_event, encode_event, frame
 from .._errors import CorruptLogError, StoreError, StoreLockedError
 from .._events import AnyEvent, Event
-from .._signal import Signal, new_signal
+from .._signal import Notify, Signal, loop_notifier, new_signal
 from ._base import Store, check_sequence
 
 if sys.platform != "win32":  # the writer lock is flock(2); FileStore.open says so on Windows
@@ -428,19 +427,6 @@ class _Batch:
             self.event.set()
 
 
-_Notify: TypeAlias = Callable[[Callable[[], None]], Any]
-
-
-def _loop_notifier() -> _Notify:
-    """How another thread schedules a callback on the running event loop."""
-    try:
-        return asyncio.get_running_loop().call_soon_threadsafe
-    except RuntimeError:  # not asyncio: anyio's only other backend is trio
-        import trio
-
-        return trio.lowlevel.current_trio_token().run_sync_soon
-
-
 # What the writer thread is doing, so that the event loop wakes it only when it sleeps.
 _IDLE = 0  # asleep until an append or a flush: nothing was committed for a while
 _LAZY = 1  # asleep until a flush or the next deadline, when it commits whatever is queued
@@ -514,7 +500,7 @@ class FileStore(Store):
         self._writer_state = _BUSY
         self._stopping = False
         self._writer: threading.Thread | None = None
-        self._notify: _Notify | None = None
+        self._notify: Notify | None = None
         # Owned by the writer thread (and by open/close while it does not run).
         self._lock_fd = -1
         self._journal_fd = -1
@@ -567,7 +553,7 @@ class FileStore(Store):
             await anyio.to_thread.run_sync(self._check_marker, False)
         else:
             await anyio.to_thread.run_sync(self._open_writer)
-            self._notify = _loop_notifier()
+            self._notify = loop_notifier()
             self._writer = threading.Thread(
                 target=self._writer_main, name=f"evflow writer {self.path}", daemon=True
             )

@@ -24,6 +24,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -183,3 +184,29 @@ def recovery_run(
     if proc.returncode != 0 or not ends:
         raise RuntimeError(f"recovery failed ({proc.returncode}): {proc.stderr[-3000:]}")
     return float(ends[-1][1]) - t0, ends[-1][2:]
+
+
+def recovery_runs(
+    script: str, runs: int, prefix: str, victim_mode: str, recover_mode: str, target: str = ""
+) -> list[tuple[float, list[str]]]:
+    """(e): ``runs`` measured ``recovery_run``s of ``script`` after one warm-up (page cache,
+    .pyc files), each in a fresh temp dir (kept until exit). The modes get the store's path,
+    ``target`` joined to that dir ("" = the dir itself), and the workflow id."""
+    results = []
+    for _ in range(runs + 1):
+        os.makedirs(tmp_root(), exist_ok=True)
+        directory = tempfile.mkdtemp(prefix=prefix, dir=tmp_root())
+        try:
+            store = os.path.join(directory, target) if target else directory
+            results.append(
+                recovery_run(
+                    sys.executable,
+                    script,
+                    [victim_mode, store, "wf-e"],
+                    [recover_mode, store, "wf-e"],
+                    os.path.join(directory, "killed"),
+                )
+            )
+        finally:
+            discard(directory)
+    return results[1:]

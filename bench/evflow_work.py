@@ -30,7 +30,7 @@ from typing import Any
 
 import anyio
 import floor
-from _common import discard, emit, mem_mb, recovery_run, tmp_root
+from _common import discard, emit, mem_mb, recovery_runs, tmp_root
 from evflow_steps import Gate, achain, ainc, chain, inc, inc_or_hang, wait_gate
 
 import evflow
@@ -291,26 +291,13 @@ async def e_recover(directory: str, wid: str) -> None:
 
 
 def bench_e(runs: int) -> None:
-    vals, opens, resumes = [], [], []
-    for _ in range(runs + 1):  # the first is a warm-up (page cache, .pyc files)
-        directory = new_dir("evflow-e-")
-        try:
-            store = os.path.join(directory, "store")  # the kill file and logs stay outside
-            seconds, (t_open, t_resume) = recovery_run(
-                sys.executable,
-                __file__,
-                ["e-victim", store, "wf-e"],
-                ["e-recover", store, "wf-e"],
-                os.path.join(directory, "killed"),
-            )
-        finally:
-            discard(directory)
-        vals.append(seconds)
-        opens.append(float(t_open))
-        resumes.append(float(t_resume))
-    emit(SYSTEM, "e.recovery", vals[1:], "s", higher_is_better=False)
-    emit(SYSTEM, "e.recovery.open", opens[1:], "s", higher_is_better=False, info=True)
-    emit(SYSTEM, "e.recovery.resume", resumes[1:], "s", higher_is_better=False, info=True)
+    # The store lives in a subdirectory: the kill file and the victim's log stay outside.
+    runs_e = recovery_runs(__file__, runs, "evflow-e-", "e-victim", "e-recover", "store")
+    emit(SYSTEM, "e.recovery", [seconds for seconds, _ in runs_e], "s", higher_is_better=False)
+    opens = [float(fields[0]) for _, fields in runs_e]
+    resumes = [float(fields[1]) for _, fields in runs_e]
+    emit(SYSTEM, "e.recovery.open", opens, "s", higher_is_better=False, info=True)
+    emit(SYSTEM, "e.recovery.resume", resumes, "s", higher_is_better=False, info=True)
 
 
 # -- (f) cold open of 10,000 finished workflows ------------------------------------------------

@@ -18,7 +18,7 @@ import tempfile
 import time
 import uuid
 
-from _common import discard, emit, per_call_us, recovery_run, tmp_root
+from _common import discard, emit, per_call_us, recovery_runs, tmp_root
 
 SYSTEM = "dbos"
 N_SEQ = 500
@@ -135,22 +135,8 @@ def bench(runs: int, only: set[str]) -> None:
 
 
 def bench_e(runs: int) -> None:
-    vals = []
-    for _ in range(runs + 1):  # the first is a warm-up
-        directory = tempfile.mkdtemp(prefix="dbos-e-", dir=tmp_root())
-        try:
-            db = os.path.join(directory, "dbos.sqlite")
-            seconds, _ = recovery_run(
-                sys.executable,
-                __file__,
-                ["recover-victim", db, "wf-e"],
-                ["recover", db, "wf-e"],
-                os.path.join(directory, "killed"),
-            )
-        finally:
-            discard(directory)
-        vals.append(seconds)
-    emit(SYSTEM, "e.recovery", vals[1:], "s", higher_is_better=False)
+    runs_e = recovery_runs(__file__, runs, "dbos-e-", "recover-victim", "recover", "dbos.sqlite")
+    emit(SYSTEM, "e.recovery", [seconds for seconds, _ in runs_e], "s", higher_is_better=False)
 
 
 def _timed(fn) -> float:  # type: ignore[no-untyped-def]

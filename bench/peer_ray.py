@@ -17,7 +17,7 @@ import tempfile
 import time
 import warnings
 
-from _common import discard, emit, per_call_us, recovery_run, tmp_root
+from _common import discard, emit, per_call_us, recovery_runs, tmp_root
 
 warnings.filterwarnings("ignore")
 # A 500-deep static DAG is pickled recursively by Ray (cloudpickle): the default limit
@@ -140,21 +140,8 @@ def bench(runs: int, only: set[str], b_sizes: list[int]) -> None:
 
 
 def bench_e(runs: int) -> None:
-    vals = []
-    for _ in range(runs + 1):  # the first is a warm-up
-        directory = tempfile.mkdtemp(prefix="ray-e-", dir=tmp_root())
-        try:
-            seconds, _ = recovery_run(
-                sys.executable,
-                __file__,
-                ["recover-victim", directory, "wf-e"],
-                ["recover", directory, "wf-e"],
-                os.path.join(directory, "killed"),
-            )
-        finally:
-            discard(directory)
-        vals.append(seconds)
-    emit(SYSTEM, "e.recovery", vals[1:], "s", higher_is_better=False)
+    runs_e = recovery_runs(__file__, runs, "ray-e-", "recover-victim", "recover")
+    emit(SYSTEM, "e.recovery", [seconds for seconds, _ in runs_e], "s", higher_is_better=False)
 
 
 def main() -> None:

@@ -395,21 +395,20 @@ class FileStoreStatistics:
 class _Batch:
     """Appends queued between two commits; its waiters are woken together.
 
-    ``items``, ``n_events``, ``urgent`` and ``waited`` are guarded by the store's mutex:
+    ``items``, ``n_events`` and ``waited`` are guarded by the store's mutex:
     the event loop fills the batch, the writer thread takes it. ``error`` is set by the
     writer thread before it hands ``finish`` to the event loop, which alone touches
     ``done`` and ``event``.
     """
 
-    __slots__ = ("done", "error", "event", "items", "n_events", "urgent", "waited")
+    __slots__ = ("done", "error", "event", "items", "n_events", "waited")
 
     def __init__(self) -> None:
         # (workflow id, encoded events) or (workflow id, None) for a deletion.
         self.items: list[tuple[str, list[bytes] | None]] = []
         self.n_events = 0
-        #: Somebody flushes this batch: commit it now, not after LAZY_COMMIT_SECONDS.
-        self.urgent = False
-        #: Somebody awaits it: the writer thread wakes the event loop once it is written.
+        #: Somebody flushes it: the writer thread commits it now (not after
+        #: LAZY_COMMIT_SECONDS) and wakes the event loop once it is written.
         self.waited = False
         self.done = False
         self.error: StoreError | None = None
@@ -883,12 +882,10 @@ class FileStore(Store):
         """
         with self._mutex:
             target = self._current if self._current.items else self._inflight
-            if target is not None:
+            if target is not None and not target.waited:
                 target.waited = True
-                if not target.urgent:
-                    target.urgent = True
-                    if self._writer_state != _BUSY:
-                        self._signal_writer()
+                if self._writer_state != _BUSY:  # the batch being written needs no wake-up
+                    self._signal_writer()
         if target is not None:
             await target.wait()
             if target.error is not None:
@@ -939,7 +936,7 @@ class FileStore(Store):
                 batch = self._current
                 now = time.monotonic()
                 state = self._writer_state
-                if batch.items and (batch.urgent or self._stopping or (state == _LAZY and now >= deadline)):
+                if batch.items and (batch.waited or self._stopping or (state == _LAZY and now >= deadline)):
                     state = _BUSY
                     self._current = _Batch()
                     self._inflight = batch

@@ -178,11 +178,22 @@ async def _get_or_create(cls: type[Any], actor_id: str, *args: Any, **kwargs: An
     return await support.get_or_create(cls, actor_id, args, kwargs)
 
 
-def resolve_actor_class(path: str) -> type[Any]:
-    """The actor class recorded as ``module:qualname``; raises ``ImportError`` naming it."""
+def resolve_actor_class(path: str, *, allow_import: bool) -> type[Any]:
+    """The actor class recorded as ``module:qualname``; raises ``ImportError`` naming it.
+
+    Only a class decorated with ``@evflow.virtual_actor`` is returned. ``allow_import=False``
+    (an engine with ``allow_pickle=False``) imports nothing: the class must have been
+    decorated in this process.
+    """
     cls = _classes.get(path)
     if cls is not None:
         return cls
+    if not allow_import:
+        raise ImportError(
+            f"virtual actor class {path!r} is not an @evflow.virtual_actor class this process "
+            "has imported, and an engine opened with allow_pickle=False imports no module that "
+            "a log names: import the module that defines it first"
+        )
     try:
         obj = import_object(path)
     except (ImportError, AttributeError) as exc:
@@ -559,7 +570,11 @@ class ActorSupport:
         runtime = self._runtimes.get(state.workflow_id)
         if runtime is None or runtime.state is not state:
             assert state.actor_class is not None
-            runtime = _ActorRuntime(state, resolve_actor_class(state.actor_class), self.engine.allow_pickle)
+            runtime = _ActorRuntime(
+                state,
+                resolve_actor_class(state.actor_class, allow_import=self.engine.allow_pickle),
+                self.engine.allow_pickle,
+            )
             self._runtimes[state.workflow_id] = runtime
         return runtime
 

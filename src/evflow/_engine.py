@@ -241,7 +241,8 @@ class Engine:
     ``memory://``, ``postgresql://...``, a ``Store``, or None for ``$EVFLOW_STORAGE``
     else ``./.evflow``. ``durability="strict"`` (default) makes each step's output durable
     (fsync, group-committed) before anything depending on it runs; ``"relaxed"`` skips the
-    fsync. ``allow_pickle=False`` refuses values msgpack cannot round-trip.
+    fsync. ``allow_pickle=False`` refuses values msgpack cannot round-trip and treats a
+    log as untrusted data: nothing is unpickled and no module a log names is imported.
 
     Entering opens the store, recovers state from the log and makes this the current
     engine; leaving interrupts running workflows (they report RESUMABLE) and closes it.
@@ -561,6 +562,8 @@ class Engine:
                 execution = _Execution(self, state, run)
                 assert state.output is not None
                 runnable = execution.demand(state.output)
+                if not self._functions_resolve(execution, [*runnable, *execution.waiting]):
+                    runnable = []
                 while len(runnable) == 1:  # one step at a time: in this task, no other
                     runnable = await self._run_step(execution, runnable[0])
                 if runnable:
@@ -626,19 +629,12 @@ class Engine:
             runnable: list[str] = await self._actor_support().run_step(execution, name)
             return runnable
         try:
-            func = resolve_step_function(spec.func)
+            func = resolve_step_function(spec.func, allow_import=self.allow_pickle)
             args, kwargs = _substitute(
                 decode_value(spec.args, allow_pickle=self.allow_pickle), execution.value
             )
         except Exception as exc:
-            # The step could not even be called: its one attempt starts and fails at once.
-            info = error_info(exc, allow_pickle=self.allow_pickle)
-            self._emit(
-                state,
-                (StepStarted, {"name": name, "attempt": 1}),
-                (StepFailed, {"name": name, "attempt": 1, "will_retry": False, "error": info}),
-            )
-            execution.fail(name, exc, info)
+            self._fail_unstartable(execution, name, exc)
             return []
         is_async = self._is_async.get(spec.func)
         if is_async is None:
@@ -684,6 +680,31 @@ class Engine:
         # durable with the WorkflowFinished that _execute appends next, in one flush (and
         # should that flush fail, _execute re-folds the workflow from the store).
         return execution.finished(name)
+
+    def _functions_resolve(self, execution: _Execution, names: list[str]) -> bool:
+        """Resolve the function of every step about to run, so that a log naming one that
+        is not a step fails the workflow before any step runs; False when it did."""
+        steps = execution.state.steps
+        for name in names:
+            spec = steps[name].spec
+            if spec.options.step_type != "FUNCTION":
+                continue  # an actor method is checked against its class when it runs
+            try:
+                resolve_step_function(spec.func, allow_import=self.allow_pickle)
+            except ImportError as exc:
+                self._fail_unstartable(execution, name, exc)
+                return False
+        return True
+
+    def _fail_unstartable(self, execution: _Execution, name: str, exc: Exception) -> None:
+        """Step ``name`` could not even be called: its one attempt starts and fails at once."""
+        info = error_info(exc, allow_pickle=self.allow_pickle)
+        self._emit(
+            execution.state,
+            (StepStarted, {"name": name, "attempt": 1}),
+            (StepFailed, {"name": name, "attempt": 1, "will_retry": False, "error": info}),
+        )
+        execution.fail(name, exc, info)
 
     def _finish_step(
         self, execution: _Execution, name: str, opts: StepOptions, result: Any

@@ -745,6 +745,7 @@ class Engine:
 
         Only the new events are read and folded, so the cost does not grow with the log.
         """
+        validate_workflow_id(workflow_id)  # before the store sees it
         state = self._states.get(workflow_id)
         try:
             if state is None or workflow_id in self._stale:

@@ -65,7 +65,8 @@ def validate_metadata(metadata: Any, where: str) -> dict[str, Any]:
 
 
 def validate_workflow_id(workflow_id: Any) -> str:
-    """Check a workflow id: a non-empty str of at most 256 characters without NUL."""
+    """Check a workflow id: a non-empty str of at most 256 characters, without NUL and
+    encodable as UTF-8 (no lone surrogate); else ``ValueError`` (``TypeError`` if no str)."""
     if not isinstance(workflow_id, str):
         raise TypeError(f"workflow id must be a str, not {type(workflow_id).__name__}")
     if not workflow_id:
@@ -76,6 +77,15 @@ def validate_workflow_id(workflow_id: Any) -> str:
         )
     if "\x00" in workflow_id:
         raise ValueError(f"workflow id {workflow_id!r} contains a NUL character")
+    if not workflow_id.isascii():
+        # The log and the stores keep ids as UTF-8, which a lone surrogate is not.
+        try:
+            workflow_id.encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"workflow id {workflow_id!r} is not valid Unicode text (a lone surrogate at "
+                f"index {exc.start}); ids are stored as UTF-8"
+            ) from None
     return workflow_id
 
 

@@ -4,10 +4,13 @@ and the workflow id -> file name mapping."""
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
+import re
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
@@ -881,3 +884,70 @@ async def test_an_unclosed_writer_never_keeps_the_process_alive(tmp_path: Path) 
     assert b"returning" in result.stdout
     async with running(path) as store:  # its lock died with it
         assert seqs(await store.read("wf")) == [1]
+
+
+# -- a small disk ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a 2 MiB tmpfs of its own (mounting needs root and Linux)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        pytest.skip(f"cannot mount a small tmpfs here: {exc}")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+async def test_a_small_disk_holds_workflows(small_disk: Path) -> None:
+    path = small_disk / "store"
+    async with running(path) as store:
+        for index in range(40):
+            await store.append(f"wf{index}", make_events(f"wf{index}", 1, 6))
+    async with running(path) as store:
+        everything = await store.read_all()
+        assert len(everything) == 40
+        assert all(seqs(events) == [1, 2, 3, 4, 5, 6] for events in everything.values())  # type: ignore[arg-type]
+
+
+async def test_a_full_disk_fails_with_a_clear_error(small_disk: Path) -> None:
+    path = small_disk / "store"
+    written: list[str] = []
+    async with running(path) as store:
+        with pytest.raises(StoreError) as info:
+            for index in itertools.count():
+                workflow_id = f"wf{index}"
+                await store.append(workflow_id, make_events(workflow_id, 1, 5, tag="x" * 20_000))
+                written.append(workflow_id)
+        message = str(info.value)
+        assert "the disk is full" in message
+        assert re.search(r"a batch of 5 event\(s\) \(\d+ bytes\)", message)
+        assert re.search(r"\d+ bytes free on ", message)
+        assert isinstance(info.value.__cause__, OSError)
+        assert info.value.__cause__.errno == errno.ENOSPC
+    assert len(written) >= 4  # 2 MiB hold each ~100 kB workflow twice (journal and log)
+    async with reading(path) as reader:  # everything acknowledged is there
+        everything = await reader.read_all()
+        assert all(seqs(everything[w]) == [1, 2, 3, 4, 5] for w in written)  # type: ignore[arg-type]
+        assert await reader.check() == []
+    # Recovery redoes the failed batch from the journal: no room for that either.
+    with pytest.raises(StoreError, match="the disk is full: opening the store"):
+        await FileStore(path).open()
+    await anyio.run_process(["mount", "-o", "remount,size=4m", str(small_disk)])
+    async with running(path) as store:  # given room, a writer recovers and goes on
+        assert [seqs(await store.read(w)) for w in written] == [[1, 2, 3, 4, 5]] * len(written)
+        await store.append("small", make_events("small", 1, 2))
+    async with reading(path) as reader:
+        assert await reader.check() == []

@@ -614,9 +614,15 @@ class FileStore(Store):
             self._journal_fd = os.open(self._journal_path, os.O_RDWR | os.O_CREAT, 0o644)
             _fsync_dir(self.path)  # the marker, journal and workflows/ entries themselves
             self._recover()
-        except BaseException:
+        except BaseException as exc:
             self._warm.clear()
             self._release()
+            if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+                raise StoreError(
+                    f"{self.url}: the disk is full: opening the store (recovering from its journal) "
+                    f"failed ({exc}; {_free_bytes_at(self.path)} bytes free on {self.path}); nothing "
+                    "was lost: free some space and open it again"
+                ) from exc
             raise
 
     def _release(self) -> None:
@@ -979,7 +985,9 @@ class FileStore(Store):
         except StoreError as exc:
             batch.error = exc
         except Exception as exc:
-            batch.error = self._broken = _write_error(self.url, "writing a batch of events", exc)
+            size = sum(len(p) + FRAME_HEADER.size for _, ps in batch.items for p in ps or ())
+            what = f"writing a batch of {batch.n_events} event(s) ({size} bytes)"
+            batch.error = self._broken = _write_error(self.url, what, exc, self.path)
 
     def _write_batch(self, items: list[tuple[str, list[bytes] | None]]) -> None:
         """One batch, in the commit thread: journal (one write, one fsync), then the logs."""
@@ -1063,7 +1071,7 @@ class FileStore(Store):
         try:
             self._checkpoint(final)
         except OSError as exc:
-            self._broken = _write_error(self.url, "checkpointing the journal", exc)
+            self._broken = _write_error(self.url, "checkpointing the journal", exc, self.path)
 
     def _checkpoint(self, final: bool) -> None:
         """Make the logs durable on their own, then empty the journal (commit thread)."""
@@ -1090,11 +1098,27 @@ class FileStore(Store):
         end = self._journal_size + needed
         if end <= self._journal_alloc:
             return
-        new_alloc = max(end, self._journal_alloc + JOURNAL_PREALLOC_BYTES)
-        zeros = bytes(min(new_alloc - self._journal_alloc, 1 << 20))
-        pos = self._journal_alloc
-        while pos < new_alloc:
-            pos += os.pwrite(self._journal_fd, zeros[: new_alloc - pos], pos)
+        # Never more than a small share of the free space: on a small disk a fixed 4 MiB
+        # would leave no room for the logs (or not fit at all).
+        ahead = min(JOURNAL_PREALLOC_BYTES, _free_bytes(self._journal_fd) // 8)
+        old_alloc = self._journal_alloc
+        new_alloc = old_alloc + ahead
+        if new_alloc < end:  # no room to allocate ahead: the batch extends the file itself
+            self._journal_alloc = end
+            return
+        zeros = bytes(min(new_alloc - old_alloc, 1 << 20))
+        pos = old_alloc
+        try:
+            while pos < new_alloc:
+                pos += os.pwrite(self._journal_fd, zeros[: new_alloc - pos], pos)
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            # The free space was less than reported (reserved blocks, another writer):
+            # give the zeros back and let the batch extend the file itself.
+            os.ftruncate(self._journal_fd, old_alloc)
+            self._journal_alloc = end
+            return
         os.fsync(self._journal_fd)
         self._journal_alloc = new_alloc
 
@@ -1538,10 +1562,30 @@ def _syncfs_dir(path: str) -> bool:
     raise OSError(err, os.strerror(err), path)
 
 
-def _write_error(url: str, what: str, exc: BaseException) -> StoreError:
-    error = StoreError(
-        f"{url}: {what} failed ({exc}); the store refuses further writes: close it and open it "
-        "again to recover from its journal"
-    )
+def _write_error(url: str, what: str, exc: BaseException, path: str | None = None) -> StoreError:
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL and path is not None:
+        what = f"the disk is full: {what} failed ({exc}; {_free_bytes_at(path)} bytes free on {path})"
+        then = "free some space, then close the store and open it again to recover from its journal"
+    else:
+        what = f"{what} failed ({exc})"
+        then = "close it and open it again to recover from its journal"
+    error = StoreError(f"{url}: {what}; the store refuses further writes: {then}")
     error.__cause__ = exc
     return error
+
+
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _free_bytes(fd: int) -> int:
+    """Bytes an unprivileged process may still allocate on the file system of ``fd``."""
+    st = os.fstatvfs(fd)
+    return st.f_bavail * st.f_frsize
+
+
+def _free_bytes_at(path: str) -> int | str:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return "?"
+    return st.f_bavail * st.f_frsize

@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from evflow._codec import encode_event, frame, iter_frames
 from evflow._errors import CorruptLogError, StoreError, StoreLockedError
 from evflow._events import StepStarted
+from evflow.cli._verify import verify_store
 from evflow.stores import FileStore, Store, _file
 from evflow.stores._file import (
     LOG_MAGIC,
@@ -509,6 +511,51 @@ async def test_lock_of_a_killed_writer_does_not_block(tmp_path: Path) -> None:
     async with running(path) as store:
         await store.append("wf", make_events("wf", 1, 1))
         assert (path / "LOCK").read_text().strip() == str(os.getpid())
+
+
+CHILD_ENGINE_WRITES = """
+import sys, anyio, evflow
+
+@evflow.step(name="double")
+def double(x: int) -> int:
+    return 2 * x
+
+async def main():
+    async with evflow.Engine(sys.argv[1]):
+        for index in range(5):
+            assert await double.step(index).run(f"b{index}") == 2 * index
+        print("ready", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.readline)
+        for index in range(5, 10):
+            assert await double.step(index).run(f"b{index}") == 2 * index
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.slow  # a real subprocess
+async def test_deleting_the_store_under_a_writer_stops_its_writes(tmp_path: Path) -> None:
+    """``rm -rf`` of a live writer's directory lets a new engine create and lock a new
+    store there; the old writer must then refuse to write instead of joining in."""
+    path = tmp_path / "store"
+    async with running(path) as store:
+        await store.append("a", make_events("a", 1, 3))
+        await anyio.to_thread.run_sync(shutil.rmtree, path)
+        async with child(CHILD_ENGINE_WRITES, str(path)) as process:
+            with pytest.raises(StoreError, match="deleted or replaced") as info:
+                await store.append("b0", make_events("b0", 1, 2))  # a log the new engine wrote
+            assert "refuses further writes" in str(info.value)
+            with pytest.raises(StoreError, match="deleted or replaced"):
+                store.append_nowait("a", make_events("a", 4, 1))
+            assert process.stdin is not None
+            await process.stdin.send(b"\n")  # the new engine writes on, then closes
+            assert await process.wait() == 0
+    async with reading(path) as reader:
+        assert await reader.check() == []
+        everything = await reader.read_all()
+        assert sorted(everything) == [f"b{index}" for index in range(10)]
+        problems, checked = await verify_store(reader)
+        assert (problems, checked) == ([], 10)
 
 
 # -- readers while a writer writes -----------------------------------------------------------------

@@ -502,6 +502,9 @@ class FileStore(Store):
         self._notify: Notify | None = None
         # Owned by the writer thread (and by open/close while it does not run).
         self._lock_fd = -1
+        #: (st_dev, st_ino) of the store directory and of the LOCK file we hold, checked
+        #: before each batch (see _check_still_ours).
+        self._identity: tuple[tuple[int, int], tuple[int, int]] | None = None
         self._journal_fd = -1
         self._journal_size = 0
         #: Bytes of the journal file (zeros past ``_journal_size``), see _reserve_journal.
@@ -607,6 +610,7 @@ class FileStore(Store):
         self._refuse_foreign_directory()  # before the LOCK file is created in it
         self._lock_fd = _acquire_lock(self._lock_path, self.path, self.owner_id)
         try:
+            self._identity = (_file_id(os.stat(self.path)), _file_id(os.fstat(self._lock_fd)))
             self._check_marker(True)
             os.makedirs(self._workflows_dir, exist_ok=True)
             # Not O_APPEND: batches are written at the journal's logical end, inside space
@@ -981,6 +985,7 @@ class FileStore(Store):
         try:
             if self._broken is not None:
                 raise self._broken
+            self._check_still_ours()
             self._write_batch(batch.items)
         except StoreError as exc:
             batch.error = exc
@@ -988,6 +993,24 @@ class FileStore(Store):
             size = sum(len(p) + FRAME_HEADER.size for _, ps in batch.items for p in ps or ())
             what = f"writing a batch of {batch.n_events} event(s) ({size} bytes)"
             batch.error = self._broken = _write_error(self.url, what, exc, self.path)
+
+    def _check_still_ours(self) -> None:
+        """Refuse to write when the store directory or its LOCK file is no longer the one
+        locked at open (deleted, moved or replaced): another writer may have created and
+        locked a new store at the same path, and writing there by name would interleave
+        with it. Two stat calls per batch."""
+        try:
+            now = (_file_id(os.stat(self.path)), _file_id(os.stat(self._lock_path)))
+        except FileNotFoundError:
+            now = None
+        if now != self._identity:
+            self._broken = StoreError(
+                f"{self.url}: the store directory or its {LOCK_NAME} file was deleted or replaced "
+                "while this engine held the store (another engine may be writing the store now "
+                "at that path); this engine refuses further writes: close it, and open the store "
+                "again if it is to write there"
+            )
+            raise self._broken
 
     def _write_batch(self, items: list[tuple[str, list[bytes] | None]]) -> None:
         """One batch, in the commit thread: journal (one write, one fsync), then the logs."""
@@ -1400,6 +1423,10 @@ def _acquire_lock(lock_path: str, store_path: str, owner_id: str | None) -> int:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _file_id(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 def _read_holder(fd: int) -> tuple[int, str | None] | None:

@@ -22,6 +22,7 @@ import evflow
 from evflow._events import StepStarted, WorkflowStarted
 from evflow.cli._format import Progress
 from evflow.stores import FileStore
+from evflow.stores._file import _scan_log
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
@@ -450,6 +451,27 @@ def test_verify_flipped_byte_json(store: Path) -> None:
     assert problem["workflow_id"] == "bad"
     assert isinstance(problem["byte"], int)
     assert problem["what"]
+
+
+def test_verify_flipped_byte_in_the_last_record(store: Path) -> None:
+    """The last record of a finished workflow was acknowledged: damage there is reported
+    like damage anywhere, and no writer cuts it (the workflow never goes back to RESUMABLE)."""
+    log = store / "workflows" / "ok.log"
+    last = _scan_log(log.read_bytes()).events.starts[-1]
+    data = bytearray(log.read_bytes())
+    data[last + 12] ^= 0x01
+    log.write_bytes(bytes(data))
+    result = evflow_cli(store, "verify")
+    assert result.code == 1
+    assert result.out.splitlines() == [
+        f"ok byte={last} checksum mismatch in the last record, which is complete (damage, not a torn write)"
+    ]
+    status = evflow_cli(store, "status", "ok")
+    assert status.code == 1
+    assert f"byte {last}" in status.err
+    assert evflow_cli(store, "cancel", "ok").code == 1  # a writer opened the store
+    assert log.read_bytes() == bytes(data)
+    assert evflow_cli(store, "verify").code == 1
 
 
 def _write_unfoldable_log(path: Path) -> None:

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evflow._codec import encode_event, frame, iter_frames
+from evflow._codec import FRAME_HEADER, encode_event, frame, iter_frames
 from evflow._errors import CorruptLogError, StoreError, StoreLockedError
 from evflow._events import StepStarted
 from evflow.cli._verify import verify_store
@@ -188,6 +188,7 @@ def test_every_cut_of_a_log_reads_as_its_intact_prefix() -> None:
         assert scan.damage is None, cut
         assert scan.events.starts == [s for s, e in zip(starts, ends, strict=True) if e <= cut], cut
         assert scan.workflow_id == ("wf" if cut >= starts[0] else None), cut
+        assert scan.tail_damage is None, cut
 
 
 def test_every_flipped_byte_before_the_last_record_is_damage() -> None:
@@ -199,6 +200,122 @@ def test_every_flipped_byte_before_the_last_record_is_damage() -> None:
         assert scan.damage is not None, position
         assert scan.damage[0] <= position, position
         assert len(scan.events.starts) < 5, position
+
+
+def test_every_flipped_byte_of_the_last_record_is_damage() -> None:
+    """The last record was written whole: a changed byte in it is damage, never a torn
+    write (whatever field it hits), so nothing cuts it silently."""
+    buf, starts = sample_log()
+    for position in range(starts[-1], len(buf)):
+        damaged = bytearray(buf)
+        damaged[position] ^= 0x5A
+        scan = _scan_log(bytes(damaged))
+        assert scan.damage is None, position
+        assert scan.tail_damage is not None, position
+        assert scan.tail_damage[0] == starts[-1], position
+        assert len(scan.events.starts) == 4, position
+
+
+def test_zeros_from_a_sector_boundary_to_the_end_are_a_torn_write() -> None:
+    """What an OS crash leaves when a log grew but its last sectors never reached the disk."""
+    events = [*make_events("wf", 1, 2), StepStarted(seq=3, time=1.0, name="x" * 2000)]
+    records = [frame(encode_event(e)) for e in events]
+    buf = _log_header("wf") + b"".join(records)
+    last = len(buf) - len(records[-1])
+    boundary = (last // 512 + 1) * 512
+    assert last + FRAME_HEADER.size < boundary < len(buf)  # the last record spans it
+    scan = _scan_log(buf[:boundary] + bytes(len(buf) - boundary))
+    assert (scan.damage, scan.tail_damage, scan.good_end) == (None, None, last)
+    # The same zeros from anywhere else were not left by a crash.
+    scan = _scan_log(buf[: boundary + 1] + bytes(len(buf) - boundary - 1))
+    assert scan.tail_damage is not None and scan.tail_damage[0] == last
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [
+        pytest.param(12, id="payload"),
+        pytest.param(5, id="checksum"),
+        pytest.param(3, id="length-high-byte"),
+        pytest.param(0, id="length-low-byte"),
+    ],
+)
+async def test_damaged_last_record_after_a_checkpoint_is_reported_not_cut(
+    tmp_path: Path, offset: int
+) -> None:
+    path = tmp_path / "store"
+    await write_store(path, {"bad": 5, "good": 2})  # closed: checkpointed, the journal is empty
+    log = log_path(path, "bad")
+    last = record_positions(log)[-1]
+    flip_byte(log, last + offset)
+    size = log.stat().st_size
+    async with reading(path) as reader:
+        with pytest.raises(CorruptLogError) as info:
+            await reader.read("bad")
+        assert info.value.position == last
+        assert [(w, p) for w, p, _ in await reader.check()] == [("bad", last)]
+    async with running(path) as store:
+        with pytest.raises(CorruptLogError) as info:
+            await store.read("bad")
+        assert info.value.position == last
+        assert "last record" in info.value.what
+        with pytest.raises(CorruptLogError):
+            store.append_nowait("bad", make_events("bad", 5, 1))
+        assert sorted(await store.list_workflows()) == ["bad", "good"]
+        assert seqs(await store.read("good")) == [1, 2]
+    assert log.stat().st_size == size  # never cut
+
+
+async def test_damaged_last_record_is_restored_from_the_journal(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    await write_store(path, {"wf": 5})
+    # As if the writer died before a checkpoint: the journal still holds the last events.
+    append_journal(path, journal_entry("wf", 4, 2))
+    log = log_path(path, "wf")
+    intact = log.read_bytes()
+    last = record_positions(log)[-1]
+    flip_byte(log, last + 12)
+    async with reading(path) as reader:  # a dead writer's journal restores it for readers too
+        assert await reader.read("wf") == make_events("wf", 1, 5)
+        assert await reader.check() == []
+        [(wid, position, what)] = await reader.notes()
+        assert (wid, position) == ("wf", last)
+        assert "the journal holds its event" in what
+    async with running(path) as store:
+        assert await store.read("wf") == make_events("wf", 1, 5)
+        await store.append("wf", make_events("wf", 6, 1))
+    assert log.read_bytes()[: len(intact)] == intact
+    async with reading(path) as reader:
+        assert (await reader.check(), await reader.notes()) == ([], [])
+
+
+async def test_damaged_last_record_not_in_the_journal_is_damage(tmp_path: Path) -> None:
+    """The journal continues the log after the damaged record: that one was checkpointed."""
+    path = tmp_path / "store"
+    await write_store(path, {"wf": 4})
+    append_journal(path, journal_entry("wf", 5, 2))
+    log = log_path(path, "wf")
+    last = record_positions(log)[-1]
+    flip_byte(log, last + 12)
+    size = log.stat().st_size
+    async with running(path) as store:
+        with pytest.raises(CorruptLogError) as info:
+            await store.read("wf")
+        assert info.value.position == last
+    assert log.stat().st_size == size
+
+
+async def test_a_torn_tail_is_a_note(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    await write_store(path, {"wf": 3})
+    log = log_path(path, "wf")
+    size = log.stat().st_size
+    append_bytes(log, frame(encode_event(make_events("wf", 4, 1)[0]))[:10])
+    async with reading(path) as reader:
+        assert await reader.check() == []
+        [(wid, position, what)] = await reader.notes()
+        assert (wid, position) == ("wf", size)
+        assert "incomplete last record (10 bytes" in what
 
 
 # -- damage in the middle ------------------------------------------------------------------------

@@ -31,16 +31,18 @@ A failed batch write (disk full, EIO) is raised by ``flush`` in each of its wait
 failed write or fsync the page cache cannot be trusted, so the honest way on is to reopen
 the store, which recovers from the journal.
 
-Recovery when a writer opens: a torn tail (a damaged last record) of the journal and of
-every log is cut, the journal is redone into the logs (idempotent: events are matched by
-seq; a deletion in the journal rebuilds the log from the entries after it) and a
-checkpoint follows. A damaged record that is *not* the last one is never cut or skipped:
-that workflow raises ``CorruptLogError`` while every other stays usable (its journaled
-events, if any, are not redone). A record counts as the last one when no intact record
-follows it. The writer refuses to open, with a ``StoreError`` saying what to do, in two
-cases that only damage or outside changes produce: a journal damaged before its end (the
-entries before the damage are redone first) and a log that ends before the journal
-continues it (a seq gap). Moving the journal aside then opens the store without it.
+Recovery when a writer opens: a torn tail of the journal (any damaged last entry) and of
+every log (a write cut short, see _damaged_tail) is cut, the journal is redone into the
+logs (idempotent: events are matched by seq; a deletion in the journal rebuilds the log
+from the entries after it) and a checkpoint follows. A log whose last record was written
+whole but is damaged gets it back from the journal when the journal holds it; else it
+may have been acknowledged, so it is damage like any other. A damaged record is never
+cut or skipped: that workflow raises ``CorruptLogError`` while every other stays usable
+(its journaled events, if any, are not redone). A record counts as the last one when no
+intact record follows it. The writer refuses to open, with a ``StoreError`` saying what
+to do, in two cases that only damage or outside changes produce: a journal damaged before
+its end (the entries before the damage are redone first) and a log that ends before the
+journal continues it (a seq gap). Moving the journal aside then opens the store without it.
 
 Readers (``read_only=True``) take no lock and write nothing: they read the logs while a
 writer appends (a torn last record is data still being written) and, when no writer is
@@ -266,6 +268,10 @@ class _LogScan(NamedTuple):
 
     workflow_id: str | None  # None when the header is torn
     events: _Scan  # the event records (the header record left out)
+    #: A damaged last record that was written whole, so not a torn write (see
+    #: _damaged_tail): it may hold an acknowledged event and is never cut unless the
+    #: journal restores it.
+    tail_damage: tuple[int, str] | None = None
 
     @property
     def good_end(self) -> int:
@@ -292,7 +298,44 @@ def _scan_log(buf: bytes) -> _LogScan:
     except UnicodeDecodeError:
         damage = (scan.starts[0], "damaged header: workflow id is not UTF-8")
         return _LogScan(None, _Scan(buf, [], [], magic, damage))
-    return _LogScan(workflow_id, scan._replace(starts=scan.starts[1:], ends=scan.ends[1:]))
+    events = scan._replace(starts=scan.starts[1:], ends=scan.ends[1:])
+    tail_damage = None
+    if scan.damage is None and scan.good_end < len(buf):
+        what = _damaged_tail(buf, scan.good_end)
+        tail_damage = None if what is None else (scan.good_end, what)
+    return _LogScan(workflow_id, events, tail_damage)
+
+
+#: What an OS crash loses of a file's data comes in whole sectors (or pages): the zeros
+#: it leaves at the end of a log start at a multiple of this.
+_SECTOR = 512
+
+
+def _damaged_tail(buf: bytes, pos: int) -> str | None:
+    """Why the last record of a log (at ``pos``, nothing intact after it) is damage rather
+    than a torn write; None for a torn write, which holds nothing durable and is cut.
+
+    A write that did not complete leaves a frame that runs past the end of the file (the
+    process died while writing), or zeros from a sector boundary to the end (the file grew
+    but its data never reached the disk). A frame that is complete and fails its checksum
+    anyway was written whole and changed since (bit rot, an outside change), and so is one
+    that only seems to run past the end because its length field was hit: the bytes up to
+    the end still carry its checksum.
+    """
+    end = len(buf)
+    if end - pos < FRAME_HEADER.size:
+        return None
+    length, crc = FRAME_HEADER.unpack_from(buf, pos)
+    body = pos + FRAME_HEADER.size
+    if body + length > end:
+        if length and zlib.crc32(memoryview(buf)[body:]) == crc:
+            return "damaged length field in the last record (its data is complete)"
+        return None
+    zeros_from = pos + len(bytes(memoryview(buf)[pos:]).rstrip(b"\0"))
+    if zeros_from < end and (zeros_from % _SECTOR == 0 or zeros_from == pos):
+        return None
+    what = "checksum mismatch" if length else "empty record"
+    return f"{what} in the last record, which is complete (damage, not a torn write)"
 
 
 def _log_header(workflow_id: str) -> bytes:
@@ -691,11 +734,14 @@ class FileStore(Store):
 
     def _recover(self) -> None:
         """Cut torn tails, redo the journal into the logs, checkpoint (writer open)."""
+        bad_tails: dict[str, tuple[int, str]] = {}
         with _gc_paused():  # the scan keeps every record for the first read_all
-            files = self._recover_logs()
-        self._recover_journal(files)
+            files = self._recover_logs(bad_tails)
+        self._recover_journal(files, bad_tails)
 
-    def _recover_logs(self) -> dict[str, tuple[str, int]]:
+    def _recover_logs(self, bad_tails: dict[str, tuple[int, str]]) -> dict[str, tuple[str, int]]:
+        """Scan every log, cut torn tails; fills ``bad_tails`` with the damaged last records
+        (position, what) that only the journal can restore."""
         files: dict[str, tuple[str, int]] = {}  # workflow id -> (path, number of events)
         warm_bytes = 0
         for name in os.listdir(self._workflows_dir):
@@ -725,7 +771,9 @@ class FileStore(Store):
                     workflow_id, len(LOG_MAGIC), f"the log belongs to workflow {scan.workflow_id!r}"
                 )
                 continue
-            if scan.good_end < len(buf):
+            if scan.tail_damage is not None:
+                bad_tails[workflow_id] = scan.tail_damage  # cut only if the journal restores it
+            elif scan.good_end < len(buf):
                 _truncate(path, scan.good_end)
                 self._dirty.add(workflow_id)
             last = 0
@@ -740,12 +788,14 @@ class FileStore(Store):
                     continue
             self._last_seq[workflow_id] = last
             files[workflow_id] = (path, len(scan.events.starts))
-            if warm_bytes < _WARM_LIMIT:
+            if warm_bytes < _WARM_LIMIT and scan.tail_damage is None:
                 self._warm[workflow_id] = scan
                 warm_bytes += len(buf)
         return files
 
-    def _recover_journal(self, files: dict[str, tuple[str, int]]) -> None:
+    def _recover_journal(
+        self, files: dict[str, tuple[str, int]], bad_tails: dict[str, tuple[int, str]]
+    ) -> None:
         journal = _read_file(self._journal_path) or b""
         jscan = _scan_frames(journal, 0, _JOURNAL_KEY)
         problem: str | None = None
@@ -766,7 +816,7 @@ class FileStore(Store):
                 problem = f"{self.url}: undecodable journal entry at byte {pos}: {exc}"
                 break
         try:
-            self._redo(entries, files)
+            self._redo(entries, files, bad_tails)
         except StoreError as exc:
             problem = str(exc)
         if problem is not None:
@@ -780,11 +830,20 @@ class FileStore(Store):
                 self._dir_dirty = True
         self._checkpoint(final=True)
 
-    def _redo(self, entries: list[_JournalEntry], files: dict[str, tuple[str, int]]) -> None:
+    def _redo(
+        self,
+        entries: list[_JournalEntry],
+        files: dict[str, tuple[str, int]],
+        bad_tails: dict[str, tuple[int, str]],
+    ) -> None:
         # A deletion in the journal makes every earlier entry of that workflow moot, and
         # every event of its new incarnation is in the journal after it: so delete the log
         # and rebuild it from there. Without a deletion, the log ends at or after the seq
         # before the workflow's first journal entry (a checkpoint fsynced it).
+        # A log whose last record is damaged (bad_tails) gets it back from the journal when
+        # the journal holds the seq after the last intact record; it is then cut there and
+        # the journal's copy written instead. Otherwise the record was checkpointed (it was
+        # acknowledged) and only the damage can be reported.
         last_deletion = {e.workflow_id: i for i, e in enumerate(entries) if e.deleted}
         pending: dict[str, list[bytes]] = {}
         for index, entry in enumerate(entries):
@@ -792,6 +851,7 @@ class FileStore(Store):
             if index < last_deletion.get(workflow_id, -1):
                 continue
             if entry.deleted:
+                bad_tails.pop(workflow_id, None)
                 self._last_seq.pop(workflow_id, None)
                 self._corrupt.pop(workflow_id, None)
                 self._warm.pop(workflow_id, None)
@@ -813,6 +873,11 @@ class FileStore(Store):
                     ) from exc
                 if seq <= last:
                     continue
+                if workflow_id in bad_tails:
+                    if seq != last + 1:  # the damaged record is not in the journal
+                        break
+                    pos, _ = bad_tails.pop(workflow_id)
+                    _truncate(self._log_path(workflow_id), pos)
                 if seq != last + 1:
                     self._flush_redo(pending)
                     raise StoreError(
@@ -822,8 +887,13 @@ class FileStore(Store):
                     )
                 pending.setdefault(workflow_id, []).append(frame(payload))
                 last = seq
-            self._last_seq[workflow_id] = last
+            if workflow_id not in bad_tails:
+                self._last_seq[workflow_id] = last
         self._flush_redo(pending)
+        for workflow_id, (pos, what) in bad_tails.items():
+            self._corrupt[workflow_id] = CorruptLogError(workflow_id, pos, what)
+            self._last_seq.pop(workflow_id, None)
+            files.pop(workflow_id, None)
 
     def _flush_redo(self, pending: dict[str, list[bytes]]) -> None:
         for workflow_id, frames in pending.items():
@@ -1170,6 +1240,7 @@ class FileStore(Store):
         """Decode a log (``scan`` if the caller has scanned it already) plus a reader's overlay."""
         extra = overlay.get(workflow_id) if overlay else None
         records: list[_Record] = []
+        tail_damage: tuple[int, str] | None = None
         if extra is None or not extra.reset:
             if scan is None:
                 buf = _read_file(path)
@@ -1182,6 +1253,7 @@ class FileStore(Store):
                         workflow_id, len(LOG_MAGIC), f"the log belongs to workflow {scan.workflow_id!r}"
                     )
                 records = scan.events.records()
+                tail_damage = scan.tail_damage
         if extra is not None and extra.events:
             last = 0
             if records:
@@ -1198,6 +1270,9 @@ class FileStore(Store):
                 if seq == last + 1:
                     records.append((-1, payload))
                     last = seq
+                    tail_damage = None  # the journal restores the damaged last record
+        if tail_damage is not None:
+            raise CorruptLogError(workflow_id, *tail_damage)
         return _decode_events(workflow_id, records, after)
 
     def _journal_overlay(self) -> dict[str, _Overlay] | None:
@@ -1349,11 +1424,23 @@ class FileStore(Store):
         """Verify framing, checksums, decoding and seq continuity (1, 2, 3, ...) of one or
         every workflow log; one ``(workflow_id, byte_position, what)`` per problem.
 
-        A torn last record is not a problem (it was never acknowledged). Works read-only.
+        A torn last record is not a problem (a write cut short: see ``notes``); a damaged
+        last record that was written whole is, unless a dead writer's journal restores it.
+        Works read-only.
         """
-        return await anyio.to_thread.run_sync(self._check_sync, workflow_id)
+        problems, _ = await anyio.to_thread.run_sync(self._check_sync, workflow_id)
+        return problems
 
-    def _check_sync(self, workflow_id: str | None) -> list[tuple[str, int, str]]:
+    async def notes(self, workflow_id: str | None = None) -> list[tuple[str, int, str]]:
+        """What a writer opening the store cleans up without losing an acknowledged event,
+        one ``(workflow_id, byte_position, what)`` each: a torn last record (cut), a damaged
+        last record that the journal restores."""
+        _, notes = await anyio.to_thread.run_sync(self._check_sync, workflow_id)
+        return notes
+
+    def _check_sync(
+        self, workflow_id: str | None
+    ) -> tuple[list[tuple[str, int, str]], list[tuple[str, int, str]]]:
         if workflow_id is not None:
             pairs = [(workflow_id, self._log_path(workflow_id))]
         else:
@@ -1367,17 +1454,25 @@ class FileStore(Store):
                 path = os.path.join(self._workflows_dir, name)
                 if name.endswith(LOG_SUFFIX) and path not in listed:
                     pairs.append((name, path))
+        overlay = self._journal_overlay() or {}
         problems: list[tuple[str, int, str]] = []
+        notes: list[tuple[str, int, str]] = []
         for wid, path in pairs:
             buf = _read_file(path)
             if buf is not None:
-                problems.extend(_check_log(wid, os.path.basename(path), buf))
-        return problems
+                found, noted = _check_log(wid, os.path.basename(path), buf, overlay.get(wid))
+                problems.extend(found)
+                notes.extend(noted)
+        return problems, notes
 
 
-def _check_log(workflow_id: str, name: str, buf: bytes) -> list[tuple[str, int, str]]:
+def _check_log(
+    workflow_id: str, name: str, buf: bytes, overlay: _Overlay | None
+) -> tuple[list[tuple[str, int, str]], list[tuple[str, int, str]]]:
+    """The problems and the notes (see FileStore.notes) of one log."""
     scan = _scan_log(buf)
     problems: list[tuple[str, int, str]] = []
+    notes: list[tuple[str, int, str]] = []
     if scan.workflow_id is not None and log_file_name(scan.workflow_id) != name:
         problems.append((workflow_id, len(LOG_MAGIC), f"header names workflow {scan.workflow_id!r}"))
     expected = 1
@@ -1392,7 +1487,21 @@ def _check_log(workflow_id: str, name: str, buf: bytes) -> list[tuple[str, int, 
         expected = event.seq + 1
     if scan.damage is not None:
         problems.append((workflow_id, *scan.damage))
-    return problems
+        return problems, notes
+    journaled = _journaled_seqs(overlay)
+    if scan.tail_damage is not None:
+        pos, what = scan.tail_damage
+        if expected in journaled:
+            notes.append((workflow_id, pos, f"{what}; the journal holds its event: a writer restores it"))
+        else:
+            problems.append((workflow_id, pos, what))
+    elif scan.good_end < len(buf):
+        what = (
+            f"incomplete last record ({len(buf) - scan.good_end} bytes, a write cut short): a writer "
+            "opening the store cuts it (and redoes it from the journal if it was acknowledged)"
+        )
+        notes.append((workflow_id, scan.good_end, what))
+    return problems, notes
 
 
 # -- lock and file helpers (worker threads only) ---------------------------------------------
@@ -1496,6 +1605,15 @@ def _gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def _journaled_seqs(overlay: _Overlay | None) -> set[int]:
+    """The seqs a dead writer's journal holds for a workflow (none when it deletes it)."""
+    seqs: set[int] = set()
+    for payload in overlay.events if overlay is not None and not overlay.reset else ():
+        with contextlib.suppress(msgspec.DecodeError):
+            seqs.add(_seq_of(payload))
+    return seqs
 
 
 def _read_header_id(path: str) -> str | None:

@@ -474,6 +474,29 @@ def test_verify_flipped_byte_in_the_last_record(store: Path) -> None:
     assert evflow_cli(store, "verify").code == 1
 
 
+@pytest.mark.parametrize(
+    "content",
+    [pytest.param(b"", id="zero-bytes"), pytest.param(b"EVFLOG1\n", id="magic-only")],
+)
+def test_verify_notes_a_log_that_holds_no_event(store: Path, content: bytes) -> None:
+    """A crash between creating a log and writing its first event leaves a log with no
+    event: verify notes it and says sound, list does not show it, a writer removes it."""
+    empty = store / "workflows" / "empty.log"
+    empty.write_bytes(content)
+    result = evflow_cli(store, "verify")
+    assert result.code == 0, result.out
+    assert result.out.startswith("sound: 4 workflow(s)")
+    assert result.err.startswith("note: empty byte=0 the log holds no event")
+    assert evflow_cli(store, "--json", "verify").json() == []
+    listed = evflow_cli(store, "list", "--json")
+    assert (listed.code, listed.err) == (0, "")
+    assert "empty" not in {entry["workflow_id"] for entry in listed.json()}
+    assert evflow_cli(store, "status", "empty").code == 1  # not found
+    assert evflow_cli(store, "cancel", "ok").code == 0  # a writer opens the store
+    assert not empty.exists()
+    assert evflow_cli(store, "verify").err == ""
+
+
 def _write_unfoldable_log(path: Path) -> None:
     """A log whose records are intact but whose second event names no recorded step."""
 

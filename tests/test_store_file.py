@@ -305,6 +305,42 @@ async def test_damaged_last_record_not_in_the_journal_is_damage(tmp_path: Path) 
     assert log.stat().st_size == size
 
 
+# -- logs that hold no event -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"", id="zero-bytes"),
+        pytest.param(LOG_MAGIC[:3], id="torn-magic"),
+        pytest.param(_log_header("empty")[:-2], id="torn-header"),
+        pytest.param(_log_header("empty"), id="header-only"),
+        pytest.param(
+            _log_header("empty") + frame(encode_event(make_events("empty", 1, 1)[0]))[:9], id="torn-event"
+        ),
+    ],
+)
+async def test_a_log_that_holds_no_event(tmp_path: Path, content: bytes) -> None:
+    """What a crash between creating a log and writing its first event leaves: no reader
+    lists it, verify notes it (not a problem), a writer removes it on open."""
+    path = tmp_path / "store"
+    await write_store(path, {"wf": 2})
+    empty = log_path(path, "empty")
+    empty.write_bytes(content)
+    async with reading(path) as reader:
+        assert await reader.list_workflows() == ["wf"]
+        assert sorted(await reader.read_all()) == ["wf"]
+        assert await reader.check() == []
+        [(wid, _, what)] = await reader.notes()
+        assert wid == "empty"
+        assert "holds no event" in what
+    async with running(path) as store:
+        assert not empty.exists()
+        assert await store.list_workflows() == ["wf"]
+    async with reading(path) as reader:
+        assert await reader.notes() == []
+
+
 async def test_a_torn_tail_is_a_note(tmp_path: Path) -> None:
     path = tmp_path / "store"
     await write_store(path, {"wf": 3})

@@ -4,7 +4,7 @@ Checks, per workflow: the store's own check of framing, checksums and decoding (
 with an ``async check(workflow_id=None)`` method, like the file store), that the log reads,
 that sequence numbers run 1, 2, 3, ... and that the events fold (``replay``) without error.
 What a writer will clean up on open without losing an acknowledged event (a store's
-``async notes(workflow_id=None)``: torn tails) is printed as notes on
+``async notes(workflow_id=None)``: torn tails, logs with no event) is printed as notes on
 stderr and leaves the store sound.
 """
 

@@ -39,10 +39,12 @@ whole but is damaged gets it back from the journal when the journal holds it; el
 may have been acknowledged, so it is damage like any other. A damaged record is never
 cut or skipped: that workflow raises ``CorruptLogError`` while every other stays usable
 (its journaled events, if any, are not redone). A record counts as the last one when no
-intact record follows it. The writer refuses to open, with a ``StoreError`` saying what
-to do, in two cases that only damage or outside changes produce: a journal damaged before
-its end (the entries before the damage are redone first) and a log that ends before the
-journal continues it (a seq gap). Moving the journal aside then opens the store without it.
+intact record follows it. A log that holds no event (0 bytes, a torn header or first
+event: a crash right after creating it) is removed, and readers do not list it. The
+writer refuses to open, with a ``StoreError`` saying what to do, in two cases that only
+damage or outside changes produce: a journal damaged before its end (the entries before
+the damage are redone first) and a log that ends before the journal continues it (a seq
+gap). Moving the journal aside then opens the store without it.
 
 Readers (``read_only=True``) take no lock and write nothing: they read the logs while a
 writer appends (a torn last record is data still being written) and, when no writer is
@@ -1311,7 +1313,11 @@ class FileStore(Store):
 
     def _list_sync(self) -> list[str]:
         overlay = self._journal_overlay()
-        ids = [workflow_id for workflow_id, _ in self._list_files()]
+        ids = [
+            workflow_id
+            for workflow_id, path in self._list_files()
+            if (overlay and workflow_id in overlay) or _lists_log(workflow_id, path)
+        ]
         if overlay:
             known = set(ids)
             ids = [w for w in ids if not (w in overlay and overlay[w].reset and not overlay[w].events)]
@@ -1434,7 +1440,7 @@ class FileStore(Store):
     async def notes(self, workflow_id: str | None = None) -> list[tuple[str, int, str]]:
         """What a writer opening the store cleans up without losing an acknowledged event,
         one ``(workflow_id, byte_position, what)`` each: a torn last record (cut), a damaged
-        last record that the journal restores."""
+        last record that the journal restores, a log that holds no event (removed)."""
         _, notes = await anyio.to_thread.run_sync(self._check_sync, workflow_id)
         return notes
 
@@ -1495,6 +1501,12 @@ def _check_log(
             notes.append((workflow_id, pos, f"{what}; the journal holds its event: a writer restores it"))
         else:
             problems.append((workflow_id, pos, what))
+    elif not scan.events.starts and not journaled:
+        what = (
+            "the log holds no event (what a crash between creating it and writing its first "
+            "event leaves): a writer opening the store removes it"
+        )
+        notes.append((workflow_id, 0, what))
     elif scan.good_end < len(buf):
         what = (
             f"incomplete last record ({len(buf) - scan.good_end} bytes, a write cut short): a writer "
@@ -1614,6 +1626,31 @@ def _journaled_seqs(overlay: _Overlay | None) -> set[int]:
         with contextlib.suppress(msgspec.DecodeError):
             seqs.add(_seq_of(payload))
     return seqs
+
+
+def _lists_log(workflow_id: str, path: str) -> bool:
+    """Whether a reader lists a log: it holds an event, or damage to report. Not a log that
+    is what a crash between its creation and its first write leaves (0 bytes, a torn
+    header or first event), which holds no acknowledged event and a writer removes."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        header = len(_log_header(workflow_id))
+        head = os.pread(fd, FRAME_HEADER.size, header)
+    finally:
+        os.close(fd)
+    if len(head) == FRAME_HEADER.size:
+        length, _ = FRAME_HEADER.unpack(head)
+        if length and header + FRAME_HEADER.size + length <= size:
+            return True  # a complete first record: the common case, decided by one read
+    buf = _read_file(path)
+    if buf is None:
+        return False
+    scan = _scan_log(buf)
+    return bool(scan.events.starts) or scan.damage is not None or scan.tail_damage is not None
 
 
 def _read_header_id(path: str) -> str | None:

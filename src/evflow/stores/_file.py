@@ -547,9 +547,9 @@ class FileStore(Store):
         self._notify: Notify | None = None
         # Owned by the writer thread (and by open/close while it does not run).
         self._lock_fd = -1
-        #: (st_dev, st_ino) of the store directory and of the LOCK file we hold, checked
-        #: before each batch (see _check_still_ours).
-        self._identity: tuple[tuple[int, int], tuple[int, int]] | None = None
+        #: (st_dev, st_ino) of the LOCK file we hold, checked before each batch (see
+        #: _check_still_ours).
+        self._lock_id: tuple[int, int] | None = None
         self._journal_fd = -1
         self._journal_size = 0
         #: Bytes of the journal file (zeros past ``_journal_size``), see _reserve_journal.
@@ -655,7 +655,7 @@ class FileStore(Store):
         self._refuse_foreign_directory()  # before the LOCK file is created in it
         self._lock_fd = _acquire_lock(self._lock_path, self.path, self.owner_id)
         try:
-            self._identity = (_file_id(os.stat(self.path)), _file_id(os.fstat(self._lock_fd)))
+            self._lock_id = _file_id(os.fstat(self._lock_fd))
             self._check_marker(True)
             os.makedirs(self._workflows_dir, exist_ok=True)
             # Not O_APPEND: batches are written at the journal's logical end, inside space
@@ -1067,15 +1067,15 @@ class FileStore(Store):
             batch.error = self._broken = _write_error(self.url, what, exc, self.path)
 
     def _check_still_ours(self) -> None:
-        """Refuse to write when the store directory or its LOCK file is no longer the one
-        locked at open (deleted, moved or replaced): another writer may have created and
-        locked a new store at the same path, and writing there by name would interleave
-        with it. Two stat calls per batch."""
+        """Refuse to write when the LOCK file at the store's path is no longer the one we
+        hold the lock on (the directory or the file was deleted, moved or replaced):
+        another writer can then lock a new store at the same path, and writing there by
+        name would interleave with it. One stat call per batch."""
         try:
-            now = (_file_id(os.stat(self.path)), _file_id(os.stat(self._lock_path)))
+            now: tuple[int, int] | None = _file_id(os.stat(self._lock_path))
         except FileNotFoundError:
             now = None
-        if now != self._identity:
+        if now != self._lock_id:
             self._broken = StoreError(
                 f"{self.url}: the store directory or its {LOCK_NAME} file was deleted or replaced "
                 "while this engine held the store (another engine may be writing the store now "

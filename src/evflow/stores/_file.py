@@ -68,7 +68,7 @@ import time
 import urllib.parse
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, NamedTuple, TypeAlias
@@ -82,6 +82,7 @@ from .._codec import FRAME_HEADER, decode_event, encode_event, frame
 from .._errors import CorruptLogError, StoreError, StoreLockedError
 from .._events import AnyEvent, Event
 from .._signal import Notify, Signal, loop_notifier, new_signal
+from . import _io  # every call that changes the disk goes through it (a test swaps it)
 from ._base import Store, check_sequence
 
 if sys.platform != "win32":  # the writer lock is flock(2); FileStore.open says so on Windows
@@ -112,8 +113,6 @@ _WARM_LIMIT = 256 * 1024 * 1024  # log bytes kept from the open scan for the fir
 _EVENT_KEY = b"\xa4type"
 _JOURNAL_KEY = b"\xa7journal"
 _MAP_HEADER_SIZES = (1, 3)  # fixmap (up to 15 fields), map16
-
-_fsync_data = getattr(os, "fdatasync", os.fsync)
 
 
 class _JournalEntry(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="journal", tag="v1"):
@@ -350,7 +349,7 @@ def _read_file(path: str) -> bytes | None:
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
-        written = os.pwrite(fd, view, offset)
+        written = _io.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
 
@@ -358,20 +357,20 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[_io.write(fd, view) :]
 
 
 def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = _io.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        _io.fsync(fd)
     finally:
-        os.close(fd)
+        _io.close(fd)
 
 
 def _unlink(path: str) -> bool:
     try:
-        os.unlink(path)
+        _io.unlink(path)
     except FileNotFoundError:
         return False
     return True
@@ -567,13 +566,13 @@ class FileStore(Store):
                 return
             self._refuse_foreign_directory()
             tmp = path + ".tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = _io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 _write_all(fd, json.dumps({"format": STORE_FORMAT}).encode() + b"\n")
-                os.fsync(fd)
+                _io.fsync(fd)
             finally:
-                os.close(fd)
-            os.replace(tmp, path)
+                _io.close(fd)
+            _io.replace(tmp, path)
             return
         try:
             version = json.loads(data)["format"]
@@ -603,15 +602,15 @@ class FileStore(Store):
         self._warm.clear()
         self._dirty.clear()
         self._dir_dirty = False
-        os.makedirs(self.path, exist_ok=True)
+        _io.makedirs(self.path, exist_ok=True)
         self._refuse_foreign_directory()  # before the LOCK file is created in it
         self._lock_fd = _acquire_lock(self._lock_path, self.path, self.owner_id)
         try:
             self._check_marker(True)
-            os.makedirs(self._workflows_dir, exist_ok=True)
+            _io.makedirs(self._workflows_dir, exist_ok=True)
             # Not O_APPEND: batches are written at the journal's logical end, inside space
             # preallocated with zeros (see _reserve_journal).
-            self._journal_fd = os.open(self._journal_path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._journal_fd = _io.open(self._journal_path, os.O_RDWR | os.O_CREAT, 0o644)
             _fsync_dir(self.path)  # the marker, journal and workflows/ entries themselves
             self._recover()
         except BaseException:
@@ -621,16 +620,16 @@ class FileStore(Store):
 
     def _release(self) -> None:
         for fd in self._fds.values():
-            os.close(fd)
+            _io.close(fd)
         self._fds.clear()
         if self._journal_fd >= 0:
-            os.close(self._journal_fd)
+            _io.close(self._journal_fd)
             self._journal_fd = -1
         if self._lock_fd >= 0:
             try:
-                os.ftruncate(self._lock_fd, 0)
+                _io.ftruncate(self._lock_fd, 0)
             finally:
-                os.close(self._lock_fd)  # releases the flock
+                _io.close(self._lock_fd)  # releases the flock
                 self._lock_fd = -1
 
     async def close(self) -> None:
@@ -747,7 +746,7 @@ class FileStore(Store):
                 "store without the rest (their events are lost)"
             )
         elif jscan.good_end < len(journal):
-            os.ftruncate(self._journal_fd, jscan.good_end)  # torn tail: never acknowledged
+            _io.ftruncate(self._journal_fd, jscan.good_end)  # torn tail: never acknowledged
         entries: list[_JournalEntry] = []
         for pos, payload in jscan.records():
             try:
@@ -999,7 +998,7 @@ class FileStore(Store):
             self._reserve_journal(len(data))
             _pwrite_all(self._journal_fd, data, self._journal_size)
             self._journal_size += len(data)
-            _fsync_data(self._journal_fd)
+            _io.fdatasync(self._journal_fd)
             self._stats["fsyncs"] += 1
         # Group each workflow's records into one write; a deletion drops what came before.
         pending: dict[str, list[bytes]] = {}
@@ -1034,27 +1033,27 @@ class FileStore(Store):
             fd = -1
             if first is not None and _seq_of(first) == 1:  # most likely no log yet
                 with contextlib.suppress(FileExistsError):
-                    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+                    fd = _io.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
                     data = _log_header(workflow_id) + b"".join(frames)
                     self._dir_dirty = True
             if fd < 0:
                 try:
-                    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                    fd = _io.open(path, os.O_WRONLY | os.O_APPEND)
                     data = b"".join(frames)
                 except FileNotFoundError:
-                    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+                    fd = _io.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
                     data = _log_header(workflow_id) + b"".join(frames)
                     self._dir_dirty = True
             self._fds[workflow_id] = fd
             if len(self._fds) > self._max_fds:
-                os.close(self._fds.popitem(last=False)[1])  # a checkpoint fsyncs it by path
+                _io.close(self._fds.popitem(last=False)[1])  # a checkpoint fsyncs it by path
             _write_all(fd, data)
         self._dirty.add(workflow_id)
 
     def _delete_log(self, workflow_id: str) -> None:
         fd = self._fds.pop(workflow_id, None)
         if fd is not None:
-            os.close(fd)
+            _io.close(fd)
         self._dirty.discard(workflow_id)
         if _unlink(self._log_path(workflow_id)):
             self._dir_dirty = True
@@ -1072,8 +1071,8 @@ class FileStore(Store):
             self._dirty.clear()
             self._dir_dirty = False
         if self._journal_size or self._journal_alloc or final:
-            os.ftruncate(self._journal_fd, 0)
-            os.fsync(self._journal_fd)
+            _io.ftruncate(self._journal_fd, 0)
+            _io.fsync(self._journal_fd)
             self._journal_size = self._journal_alloc = 0
         if self._strict and not final:
             self._reserve_journal(1)
@@ -1094,8 +1093,8 @@ class FileStore(Store):
         zeros = bytes(min(new_alloc - self._journal_alloc, 1 << 20))
         pos = self._journal_alloc
         while pos < new_alloc:
-            pos += os.pwrite(self._journal_fd, zeros[: new_alloc - pos], pos)
-        os.fsync(self._journal_fd)
+            pos += _io.pwrite(self._journal_fd, zeros[: new_alloc - pos], pos)
+        _io.fsync(self._journal_fd)
         self._journal_alloc = new_alloc
 
     # -- read path ----------------------------------------------------------------------------
@@ -1356,7 +1355,7 @@ def _acquire_lock(lock_path: str, store_path: str, owner_id: str | None) -> int:
 
     The LOCK file then holds the writer's pid and its engine id (``owner_id``), one a line.
     """
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _io.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         # A reader probing writer_alive() holds a shared lock for microseconds: retry briefly
         # so that a probe never makes a starting writer fail.
@@ -1370,11 +1369,11 @@ def _acquire_lock(lock_path: str, store_path: str, owner_id: str | None) -> int:
                 if attempt == 5:
                     raise StoreLockedError(store_path, _read_pid(fd)) from None
                 time.sleep(0.01)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n{owner_id or ''}\n".encode(), 0)
+        _io.ftruncate(fd, 0)
+        _io.pwrite(fd, f"{os.getpid()}\n{owner_id or ''}\n".encode(), 0)
         return fd
     except BaseException:
-        os.close(fd)
+        _io.close(fd)
         raise
 
 
@@ -1461,22 +1460,22 @@ def _read_header_id(path: str) -> str | None:
 
 
 def _truncate(path: str, size: int) -> None:
-    fd = os.open(path, os.O_WRONLY)
+    fd = _io.open(path, os.O_WRONLY)
     try:
-        os.ftruncate(fd, size)
+        _io.ftruncate(fd, size)
     finally:
-        os.close(fd)
+        _io.close(fd)
 
 
 def _fsync_path(path: str) -> None:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = _io.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return
     try:
-        os.fsync(fd)
+        _io.fsync(fd)
     finally:
-        os.close(fd)
+        _io.close(fd)
 
 
 def _stat_stamps(paths: Sequence[str]) -> list[tuple[int, int] | None]:
@@ -1506,33 +1505,18 @@ def _max_open_logs() -> int:
 _SYNCFS_THRESHOLD = 8
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int]
-    function.restype = ctypes.c_int
-    return function
-
-
-_syncfs = _load_syncfs()
-
-
 def _syncfs_dir(path: str) -> bool:
     """syncfs(2) the file system holding ``path``; False when unavailable (then fsync
     each file). Linux reports writeback errors through it since 5.8."""
-    if _syncfs is None:
+    if _io.syncfs is None:
         return False
-    fd = os.open(path, os.O_RDONLY)
+    fd = _io.open(path, os.O_RDONLY)
     try:
-        if _syncfs(fd) == 0:
+        if _io.syncfs(fd) == 0:
             return True
         err = ctypes.get_errno()
     finally:
-        os.close(fd)
+        _io.close(fd)
     if err in (errno.ENOSYS, errno.EOPNOTSUPP):
         return False
     raise OSError(err, os.strerror(err), path)

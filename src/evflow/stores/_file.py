@@ -37,7 +37,11 @@ seq; a deletion in the journal rebuilds the log from the entries after it) and a
 checkpoint follows. A damaged record that is *not* the last one is never cut or skipped:
 that workflow raises ``CorruptLogError`` while every other stays usable (its journaled
 events, if any, are not redone). A record counts as the last one when no intact record
-follows it. The writer refuses to open, with a ``StoreError`` saying what to do, in two
+follows it. One exception: damage where the journal continues the log (the journal's
+first event for the workflow is at or before the first one missing) lies in appends not
+yet checkpointed, which an OS crash may leave torn or with holes; that log is cut there
+and redone like a torn tail, and a reader overlays the journal the same way.
+The writer refuses to open, with a ``StoreError`` saying what to do, in two
 cases that only damage or outside changes produce: a journal damaged before its end (the
 entries before the damage are redone first) and a log that ends before the journal
 continues it (a seq gap). Moving the journal aside then opens the store without it.
@@ -294,6 +298,16 @@ def _scan_log(buf: bytes) -> _LogScan:
     return _LogScan(workflow_id, scan._replace(starts=scan.starts[1:], ends=scan.ends[1:]))
 
 
+def _journal_continues(scan: _LogScan, journaled: Sequence[bytes]) -> bool:
+    """Whether the journaled events of a workflow (after its last deletion) start at or
+    before the first event missing from its damaged log, i.e. hold all that is lost."""
+    try:
+        last = _seq_of(scan.events.payload(-1)) if scan.events.starts else 0
+        return bool(journaled) and _seq_of(journaled[0]) <= last + 1
+    except msgspec.DecodeError:
+        return False
+
+
 def _log_header(workflow_id: str) -> bytes:
     return LOG_MAGIC + frame(workflow_id.encode("utf-8", "surrogatepass"))
 
@@ -479,6 +493,8 @@ class FileStore(Store):
         # Logs read by the writer's recovery scan, kept for the first read_all (the engine's
         # recovery right after open) so that a cold start reads each log once.
         self._warm: dict[str, _LogScan] = {}
+        # Damaged logs found by the recovery scan, which the journal may repair (_repair).
+        self._damaged: dict[str, tuple[str, _LogScan]] = {}
         self._broken: StoreError | None = None
         self._running = False
         self._closing = False
@@ -600,6 +616,7 @@ class FileStore(Store):
         self._last_seq.clear()  # a failed open may be retried
         self._corrupt.clear()
         self._warm.clear()
+        self._damaged.clear()
         self._dirty.clear()
         self._dir_dirty = False
         _io.makedirs(self.path, exist_ok=True)
@@ -683,6 +700,7 @@ class FileStore(Store):
         with _gc_paused():  # the scan keeps every record for the first read_all
             files = self._recover_logs()
         self._recover_journal(files)
+        self._damaged.clear()  # the logs the journal did not repair stay corrupt
 
     def _recover_logs(self) -> dict[str, tuple[str, int]]:
         files: dict[str, tuple[str, int]] = {}  # workflow id -> (path, number of events)
@@ -704,6 +722,8 @@ class FileStore(Store):
                 continue
             if scan.damage is not None:
                 self._corrupt[workflow_id] = CorruptLogError(workflow_id, *scan.damage)
+                if scan.workflow_id in (None, workflow_id):
+                    self._damaged[workflow_id] = (path, scan)
                 continue
             if scan.workflow_id is None:
                 _unlink(path)  # torn before its header was complete: never held an event
@@ -788,7 +808,7 @@ class FileStore(Store):
                 files.pop(workflow_id, None)
                 self._delete_log(workflow_id)
                 continue
-            if workflow_id in self._corrupt:
+            if workflow_id in self._corrupt and not self._repair(workflow_id, entry, files):
                 continue  # its log is damaged mid-way; nothing can be appended to it
             last = self._last_seq.get(workflow_id, 0)
             for payload in entry.events:
@@ -813,6 +833,27 @@ class FileStore(Store):
                 last = seq
             self._last_seq[workflow_id] = last
         self._flush_redo(pending)
+
+    def _repair(self, workflow_id: str, entry: _JournalEntry, files: dict[str, tuple[str, int]]) -> bool:
+        """Cut a damaged log where the journal continues it (its first entry for the
+        workflow): the damage is then in appends since the last checkpoint, which an OS
+        crash may leave torn or with holes (unsynced writes reach the disk in any order),
+        and the journal holds every event from there on. False: it stays corrupt."""
+        damaged = self._damaged.pop(workflow_id, None)
+        if damaged is None or not _journal_continues(damaged[1], entry.events):
+            return False
+        path, scan = damaged
+        if scan.workflow_id is None:  # the header itself: the redo writes a new log
+            _unlink(path)
+            self._dir_dirty = True
+            self._last_seq[workflow_id] = 0
+        else:
+            _truncate(path, scan.good_end)
+            self._dirty.add(workflow_id)
+            files[workflow_id] = (path, len(scan.events.starts))
+            self._last_seq[workflow_id] = _seq_of(scan.events.payload(-1)) if scan.events.starts else 0
+        del self._corrupt[workflow_id]
+        return True
 
     def _flush_redo(self, pending: dict[str, list[bytes]]) -> None:
         for workflow_id, frames in pending.items():
@@ -1127,7 +1168,7 @@ class FileStore(Store):
                 buf = _read_file(path)
                 scan = None if buf is None else _scan_log(buf)
             if scan is not None:
-                if scan.damage is not None:
+                if scan.damage is not None and not (extra and _journal_continues(scan, extra.events)):
                     raise CorruptLogError(workflow_id, *scan.damage)
                 if scan.workflow_id not in (None, workflow_id):
                     raise CorruptLogError(

@@ -32,7 +32,7 @@ from _common import tmp_root
 from evflow_steps import achain, chain
 
 import evflow
-from evflow.stores import _file
+from evflow.stores import _file, _io
 
 STAMPS: dict[str, list[float]] = {
     "flush": [],
@@ -48,7 +48,7 @@ def instrument() -> None:
     flush, commit, fsync, finish = (
         _file.FileStore.flush,
         _file.FileStore._commit,
-        _file._fsync_data,
+        _io.fdatasync,
         _file._Batch.finish,
     )
 
@@ -72,7 +72,7 @@ def instrument() -> None:
 
     _file.FileStore.flush = timed_flush  # type: ignore[method-assign]
     _file.FileStore._commit = timed_commit  # type: ignore[method-assign]
-    _file._fsync_data = timed_fsync
+    _io.fdatasync = timed_fsync  # the store's I/O seam (evflow.stores._io)
     _file._Batch.finish = timed_finish  # type: ignore[method-assign]
 
 

@@ -357,6 +357,12 @@ async def test_a_torn_tail_is_a_note(tmp_path: Path) -> None:
 # -- damage in the middle ------------------------------------------------------------------------
 
 
+def overwrite(path: Path, position: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(position)
+        f.write(data)
+
+
 def flip_byte(path: Path, position: int) -> None:
     with open(path, "r+b") as f:
         f.seek(position)
@@ -586,6 +592,33 @@ async def test_torn_journal_tail_is_cut(tmp_path: Path) -> None:
     async with running(path) as store:
         assert seqs(await store.read("wf")) == [1, 2, 3]
         assert (path / "journal").stat().st_size == 0
+
+
+async def test_damage_in_what_the_journal_holds_is_repaired(tmp_path: Path) -> None:
+    """After an OS crash, a log's appends since the last checkpoint may have holes (unsynced
+    writes reach the disk in any order); the journal holds them all, so the log is cut
+    there and redone. Damage before what the journal holds stays damage."""
+    path = tmp_path / "store"
+    await write_store(path, {"wf": 5, "new": 3, "old": 5})
+    # As if a writer had died with wf checkpointed at seq 2, new never, old at seq 4.
+    append_journal(path, journal_entry("wf", 3, 3), journal_entry("new", 1, 3), journal_entry("old", 5, 1))
+    wf, new, old = (log_path(path, w) for w in ("wf", "new", "old"))
+    overwrite(wf, record_positions(wf)[2], bytes(12))  # seq 3 lost; seqs 4 and 5 intact after it
+    overwrite(new, 0, bytes(len(LOG_MAGIC)))  # even its header
+    damaged_at = record_positions(old)[2]
+    flip_byte(old, damaged_at + 12)
+
+    async with reading(path) as reader:  # a reader overlays the dead writer's journal
+        assert await reader.read("wf") == make_events("wf", 1, 5)
+        assert await reader.read("new") == make_events("new", 1, 3)
+        with pytest.raises(CorruptLogError):
+            await reader.read("old")
+    async with running(path) as store:
+        assert await store.read("wf") == make_events("wf", 1, 5)
+        assert await store.read("new") == make_events("new", 1, 3)
+        with pytest.raises(CorruptLogError):
+            await store.read("old")
+        assert [(w, p) for w, p, _ in await store.check()] == [("old", damaged_at)]
 
 
 # -- locking ---------------------------------------------------------------------------------------

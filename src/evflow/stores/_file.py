@@ -39,12 +39,16 @@ whole but is damaged gets it back from the journal when the journal holds it; el
 may have been acknowledged, so it is damage like any other. A damaged record is never
 cut or skipped: that workflow raises ``CorruptLogError`` while every other stays usable
 (its journaled events, if any, are not redone). A record counts as the last one when no
-intact record follows it. A log that holds no event (0 bytes, a torn header or first
-event: a crash right after creating it) is removed, and readers do not list it. The
-writer refuses to open, with a ``StoreError`` saying what to do, in two cases that only
-damage or outside changes produce: a journal damaged before its end (the entries before
-the damage are redone first) and a log that ends before the journal continues it (a seq
-gap). Moving the journal aside then opens the store without it.
+intact record follows it. One exception: damage where the journal continues the log (the
+journal's first event for the workflow is at or before the first one missing) lies in
+appends not yet checkpointed, which an OS crash may leave torn or with holes; that log is
+cut there and redone like a torn tail, and a reader overlays the journal the same way.
+A log that holds no event (0 bytes, a torn header or first event: a crash right after
+creating it) is removed, and readers do not list it. The writer refuses to open, with a
+``StoreError`` saying what to do, in two cases that only damage or outside changes
+produce: a journal damaged before its end (the entries before the damage are redone
+first) and a log that ends before the journal continues it (a seq gap). Moving the
+journal aside then opens the store without it.
 
 Readers (``read_only=True``) take no lock and write nothing: they read the logs while a
 writer appends (a torn last record is data still being written) and, when no writer is
@@ -72,7 +76,7 @@ import time
 import urllib.parse
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, NamedTuple, TypeAlias
@@ -86,6 +90,7 @@ from .._codec import FRAME_HEADER, decode_event, encode_event, frame
 from .._errors import CorruptLogError, StoreError, StoreLockedError
 from .._events import AnyEvent, Event
 from .._signal import Notify, Signal, loop_notifier, new_signal
+from . import _io  # every call that changes the disk goes through it (a test swaps it)
 from ._base import Store, check_sequence
 
 if sys.platform != "win32":  # the writer lock is flock(2); FileStore.open says so on Windows
@@ -116,8 +121,6 @@ _WARM_LIMIT = 256 * 1024 * 1024  # log bytes kept from the open scan for the fir
 _EVENT_KEY = b"\xa4type"
 _JOURNAL_KEY = b"\xa7journal"
 _MAP_HEADER_SIZES = (1, 3)  # fixmap (up to 15 fields), map16
-
-_fsync_data = getattr(os, "fdatasync", os.fsync)
 
 
 class _JournalEntry(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="journal", tag="v1"):
@@ -340,6 +343,16 @@ def _damaged_tail(buf: bytes, pos: int) -> str | None:
     return f"{what} in the last record, which is complete (damage, not a torn write)"
 
 
+def _journal_continues(scan: _LogScan, journaled: Sequence[bytes]) -> bool:
+    """Whether the journaled events of a workflow (after its last deletion) start at or
+    before the first event missing from its damaged log, i.e. hold all that is lost."""
+    try:
+        last = _seq_of(scan.events.payload(-1)) if scan.events.starts else 0
+        return bool(journaled) and _seq_of(journaled[0]) <= last + 1
+    except msgspec.DecodeError:
+        return False
+
+
 def _log_header(workflow_id: str) -> bytes:
     return LOG_MAGIC + frame(workflow_id.encode("utf-8", "surrogatepass"))
 
@@ -395,7 +408,7 @@ def _read_file(path: str) -> bytes | None:
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
-        written = os.pwrite(fd, view, offset)
+        written = _io.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
 
@@ -403,20 +416,20 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[_io.write(fd, view) :]
 
 
 def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = _io.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        _io.fsync(fd)
     finally:
-        os.close(fd)
+        _io.close(fd)
 
 
 def _unlink(path: str) -> bool:
     try:
-        os.unlink(path)
+        _io.unlink(path)
     except FileNotFoundError:
         return False
     return True
@@ -525,6 +538,8 @@ class FileStore(Store):
         # Logs read by the writer's recovery scan, kept for the first read_all (the engine's
         # recovery right after open) so that a cold start reads each log once.
         self._warm: dict[str, _LogScan] = {}
+        # Damaged logs found by the recovery scan, which the journal may repair (_repair).
+        self._damaged: dict[str, tuple[str, _LogScan]] = {}
         self._broken: StoreError | None = None
         self._running = False
         self._closing = False
@@ -615,13 +630,13 @@ class FileStore(Store):
                 return
             self._refuse_foreign_directory()
             tmp = path + ".tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = _io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 _write_all(fd, json.dumps({"format": STORE_FORMAT}).encode() + b"\n")
-                os.fsync(fd)
+                _io.fsync(fd)
             finally:
-                os.close(fd)
-            os.replace(tmp, path)
+                _io.close(fd)
+            _io.replace(tmp, path)
             return
         try:
             version = json.loads(data)["format"]
@@ -649,18 +664,19 @@ class FileStore(Store):
         self._last_seq.clear()  # a failed open may be retried
         self._corrupt.clear()
         self._warm.clear()
+        self._damaged.clear()
         self._dirty.clear()
         self._dir_dirty = False
-        os.makedirs(self.path, exist_ok=True)
+        _io.makedirs(self.path, exist_ok=True)
         self._refuse_foreign_directory()  # before the LOCK file is created in it
         self._lock_fd = _acquire_lock(self._lock_path, self.path, self.owner_id)
         try:
             self._lock_id = _file_id(os.fstat(self._lock_fd))
             self._check_marker(True)
-            os.makedirs(self._workflows_dir, exist_ok=True)
+            _io.makedirs(self._workflows_dir, exist_ok=True)
             # Not O_APPEND: batches are written at the journal's logical end, inside space
             # preallocated with zeros (see _reserve_journal).
-            self._journal_fd = os.open(self._journal_path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._journal_fd = _io.open(self._journal_path, os.O_RDWR | os.O_CREAT, 0o644)
             _fsync_dir(self.path)  # the marker, journal and workflows/ entries themselves
             self._recover()
         except BaseException as exc:
@@ -676,16 +692,16 @@ class FileStore(Store):
 
     def _release(self) -> None:
         for fd in self._fds.values():
-            os.close(fd)
+            _io.close(fd)
         self._fds.clear()
         if self._journal_fd >= 0:
-            os.close(self._journal_fd)
+            _io.close(self._journal_fd)
             self._journal_fd = -1
         if self._lock_fd >= 0:
             try:
-                os.ftruncate(self._lock_fd, 0)
+                _io.ftruncate(self._lock_fd, 0)
             finally:
-                os.close(self._lock_fd)  # releases the flock
+                _io.close(self._lock_fd)  # releases the flock
                 self._lock_fd = -1
 
     async def close(self) -> None:
@@ -740,6 +756,7 @@ class FileStore(Store):
         with _gc_paused():  # the scan keeps every record for the first read_all
             files = self._recover_logs(bad_tails)
         self._recover_journal(files, bad_tails)
+        self._damaged.clear()  # the logs the journal did not repair stay corrupt
 
     def _recover_logs(self, bad_tails: dict[str, tuple[int, str]]) -> dict[str, tuple[str, int]]:
         """Scan every log, cut torn tails; fills ``bad_tails`` with the damaged last records
@@ -763,6 +780,8 @@ class FileStore(Store):
                 continue
             if scan.damage is not None:
                 self._corrupt[workflow_id] = CorruptLogError(workflow_id, *scan.damage)
+                if scan.workflow_id in (None, workflow_id):
+                    self._damaged[workflow_id] = (path, scan)
                 continue
             if scan.workflow_id is None:
                 _unlink(path)  # torn before its header was complete: never held an event
@@ -809,7 +828,7 @@ class FileStore(Store):
                 "store without the rest (their events are lost)"
             )
         elif jscan.good_end < len(journal):
-            os.ftruncate(self._journal_fd, jscan.good_end)  # torn tail: never acknowledged
+            _io.ftruncate(self._journal_fd, jscan.good_end)  # torn tail: never acknowledged
         entries: list[_JournalEntry] = []
         for pos, payload in jscan.records():
             try:
@@ -861,7 +880,7 @@ class FileStore(Store):
                 files.pop(workflow_id, None)
                 self._delete_log(workflow_id)
                 continue
-            if workflow_id in self._corrupt:
+            if workflow_id in self._corrupt and not self._repair(workflow_id, entry, files):
                 continue  # its log is damaged mid-way; nothing can be appended to it
             last = self._last_seq.get(workflow_id, 0)
             for payload in entry.events:
@@ -896,6 +915,27 @@ class FileStore(Store):
             self._corrupt[workflow_id] = CorruptLogError(workflow_id, pos, what)
             self._last_seq.pop(workflow_id, None)
             files.pop(workflow_id, None)
+
+    def _repair(self, workflow_id: str, entry: _JournalEntry, files: dict[str, tuple[str, int]]) -> bool:
+        """Cut a damaged log where the journal continues it (its first entry for the
+        workflow): the damage is then in appends since the last checkpoint, which an OS
+        crash may leave torn or with holes (unsynced writes reach the disk in any order),
+        and the journal holds every event from there on. False: it stays corrupt."""
+        damaged = self._damaged.pop(workflow_id, None)
+        if damaged is None or not _journal_continues(damaged[1], entry.events):
+            return False
+        path, scan = damaged
+        if scan.workflow_id is None:  # the header itself: the redo writes a new log
+            _unlink(path)
+            self._dir_dirty = True
+            self._last_seq[workflow_id] = 0
+        else:
+            _truncate(path, scan.good_end)
+            self._dirty.add(workflow_id)
+            files[workflow_id] = (path, len(scan.events.starts))
+            self._last_seq[workflow_id] = _seq_of(scan.events.payload(-1)) if scan.events.starts else 0
+        del self._corrupt[workflow_id]
+        return True
 
     def _flush_redo(self, pending: dict[str, list[bytes]]) -> None:
         for workflow_id, frames in pending.items():
@@ -1099,10 +1139,12 @@ class FileStore(Store):
                     for wid, evs in items
                 ]
             )
-            self._reserve_journal(len(data))
+            grows = self._reserve_journal(len(data))
             _pwrite_all(self._journal_fd, data, self._journal_size)
             self._journal_size += len(data)
-            _fsync_data(self._journal_fd)
+            # A batch past the preallocated zeros changes the file's size, which only a
+            # full fsync is sure to make durable.
+            (_io.fsync if grows else _io.fdatasync)(self._journal_fd)
             self._stats["fsyncs"] += 1
         # Group each workflow's records into one write; a deletion drops what came before.
         pending: dict[str, list[bytes]] = {}
@@ -1137,27 +1179,27 @@ class FileStore(Store):
             fd = -1
             if first is not None and _seq_of(first) == 1:  # most likely no log yet
                 with contextlib.suppress(FileExistsError):
-                    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+                    fd = _io.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
                     data = _log_header(workflow_id) + b"".join(frames)
                     self._dir_dirty = True
             if fd < 0:
                 try:
-                    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                    fd = _io.open(path, os.O_WRONLY | os.O_APPEND)
                     data = b"".join(frames)
                 except FileNotFoundError:
-                    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+                    fd = _io.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
                     data = _log_header(workflow_id) + b"".join(frames)
                     self._dir_dirty = True
             self._fds[workflow_id] = fd
             if len(self._fds) > self._max_fds:
-                os.close(self._fds.popitem(last=False)[1])  # a checkpoint fsyncs it by path
+                _io.close(self._fds.popitem(last=False)[1])  # a checkpoint fsyncs it by path
             _write_all(fd, data)
         self._dirty.add(workflow_id)
 
     def _delete_log(self, workflow_id: str) -> None:
         fd = self._fds.pop(workflow_id, None)
         if fd is not None:
-            os.close(fd)
+            _io.close(fd)
         self._dirty.discard(workflow_id)
         if _unlink(self._log_path(workflow_id)):
             self._dir_dirty = True
@@ -1175,15 +1217,16 @@ class FileStore(Store):
             self._dirty.clear()
             self._dir_dirty = False
         if self._journal_size or self._journal_alloc or final:
-            os.ftruncate(self._journal_fd, 0)
-            os.fsync(self._journal_fd)
+            _io.ftruncate(self._journal_fd, 0)
+            _io.fsync(self._journal_fd)
             self._journal_size = self._journal_alloc = 0
         if self._strict and not final:
             self._reserve_journal(1)
         self._stats["checkpoints"] += 1
 
-    def _reserve_journal(self, needed: int) -> None:
-        """Make sure ``needed`` bytes past the journal's end are already allocated.
+    def _reserve_journal(self, needed: int) -> bool:
+        """Make sure ``needed`` bytes past the journal's end are already allocated; True
+        when there was no room for that, so the batch itself grows the file.
 
         The journal file is extended with zeros ahead of the batches written into it, so
         that a batch's fdatasync flushes data only, not the file's size and extents too:
@@ -1192,30 +1235,31 @@ class FileStore(Store):
         """
         end = self._journal_size + needed
         if end <= self._journal_alloc:
-            return
+            return False
         # Never more than a small share of the free space: on a small disk a fixed 4 MiB
         # would leave no room for the logs (or not fit at all).
-        ahead = min(JOURNAL_PREALLOC_BYTES, _free_bytes(self._journal_fd) // 8)
+        free = _free_bytes(self._journal_fd)
         old_alloc = self._journal_alloc
-        new_alloc = old_alloc + ahead
-        if new_alloc < end:  # no room to allocate ahead: the batch extends the file itself
+        new_alloc = max(end, old_alloc + min(JOURNAL_PREALLOC_BYTES, free // 8))
+        if new_alloc - old_alloc > free // 2:  # no room for zeros ahead
             self._journal_alloc = end
-            return
+            return True
         zeros = bytes(min(new_alloc - old_alloc, 1 << 20))
         pos = old_alloc
         try:
             while pos < new_alloc:
-                pos += os.pwrite(self._journal_fd, zeros[: new_alloc - pos], pos)
+                pos += _io.pwrite(self._journal_fd, zeros[: new_alloc - pos], pos)
         except OSError as exc:
             if exc.errno not in _DISK_FULL:
                 raise
             # The free space was less than reported (reserved blocks, another writer):
-            # give the zeros back and let the batch extend the file itself.
-            os.ftruncate(self._journal_fd, old_alloc)
+            # give the zeros back and let the batch grow the file itself.
+            _io.ftruncate(self._journal_fd, old_alloc)
             self._journal_alloc = end
-            return
-        os.fsync(self._journal_fd)
+            return True
+        _io.fsync(self._journal_fd)
         self._journal_alloc = new_alloc
+        return False
 
     # -- read path ----------------------------------------------------------------------------
 
@@ -1248,7 +1292,7 @@ class FileStore(Store):
                 buf = _read_file(path)
                 scan = None if buf is None else _scan_log(buf)
             if scan is not None:
-                if scan.damage is not None:
+                if scan.damage is not None and not (extra and _journal_continues(scan, extra.events)):
                     raise CorruptLogError(workflow_id, *scan.damage)
                 if scan.workflow_id not in (None, workflow_id):
                     raise CorruptLogError(
@@ -1524,7 +1568,7 @@ def _acquire_lock(lock_path: str, store_path: str, owner_id: str | None) -> int:
 
     The LOCK file then holds the writer's pid and its engine id (``owner_id``), one a line.
     """
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _io.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         # A reader probing writer_alive() holds a shared lock for microseconds: retry briefly
         # so that a probe never makes a starting writer fail.
@@ -1538,11 +1582,11 @@ def _acquire_lock(lock_path: str, store_path: str, owner_id: str | None) -> int:
                 if attempt == 5:
                     raise StoreLockedError(store_path, _read_pid(fd)) from None
                 time.sleep(0.01)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n{owner_id or ''}\n".encode(), 0)
+        _io.ftruncate(fd, 0)
+        _io.pwrite(fd, f"{os.getpid()}\n{owner_id or ''}\n".encode(), 0)
         return fd
     except BaseException:
-        os.close(fd)
+        _io.close(fd)
         raise
 
 
@@ -1667,22 +1711,22 @@ def _read_header_id(path: str) -> str | None:
 
 
 def _truncate(path: str, size: int) -> None:
-    fd = os.open(path, os.O_WRONLY)
+    fd = _io.open(path, os.O_WRONLY)
     try:
-        os.ftruncate(fd, size)
+        _io.ftruncate(fd, size)
     finally:
-        os.close(fd)
+        _io.close(fd)
 
 
 def _fsync_path(path: str) -> None:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = _io.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return
     try:
-        os.fsync(fd)
+        _io.fsync(fd)
     finally:
-        os.close(fd)
+        _io.close(fd)
 
 
 def _stat_stamps(paths: Sequence[str]) -> list[tuple[int, int] | None]:
@@ -1712,33 +1756,18 @@ def _max_open_logs() -> int:
 _SYNCFS_THRESHOLD = 8
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int]
-    function.restype = ctypes.c_int
-    return function
-
-
-_syncfs = _load_syncfs()
-
-
 def _syncfs_dir(path: str) -> bool:
     """syncfs(2) the file system holding ``path``; False when unavailable (then fsync
     each file). Linux reports writeback errors through it since 5.8."""
-    if _syncfs is None:
+    if _io.syncfs is None:
         return False
-    fd = os.open(path, os.O_RDONLY)
+    fd = _io.open(path, os.O_RDONLY)
     try:
-        if _syncfs(fd) == 0:
+        if _io.syncfs(fd) == 0:
             return True
         err = ctypes.get_errno()
     finally:
-        os.close(fd)
+        _io.close(fd)
     if err in (errno.ENOSYS, errno.EOPNOTSUPP):
         return False
     raise OSError(err, os.strerror(err), path)

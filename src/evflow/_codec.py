@@ -22,6 +22,8 @@ from typing import Any
 
 import msgspec
 
+from ._errors import StepError
+from ._errors import UnencodableError as UnencodableError
 from ._events import AnyEvent, ErrorInfo, Event
 
 __all__ = [
@@ -100,10 +102,6 @@ def iter_frames(buf: bytes | memoryview, start: int = 0) -> Iterator[tuple[int, 
 
 
 # -- user values -------------------------------------------------------------------------
-
-
-class UnencodableError(TypeError):
-    """A value can be neither msgpack-encoded nor pickled (or pickling is refused)."""
 
 
 class Ref:
@@ -321,8 +319,6 @@ def error_info(exc: BaseException, *, allow_pickle: bool) -> ErrorInfo:
 
 def exception_from_info(info: ErrorInfo, *, allow_pickle: bool = True) -> BaseException:
     """Rebuild a recorded exception with its original type where possible, else ``StepError``."""
-    from ._errors import StepError
-
     if info.pickled is not None and allow_pickle:
         try:
             exc = pickle.loads(info.pickled)

@@ -12,7 +12,6 @@ from typing import Any
 import anyio
 
 from .._codec import VALUE_MSGPACK, decode_value
-from .._engine import Engine
 from .._errors import CorruptLogError, EvflowError, LogFoldError
 from .._events import (
     ActorCallSubmitted,
@@ -28,6 +27,7 @@ from .._events import (
 from .._liveness import owner_is_live
 from .._projection import StepState, StepStatus, WorkflowState, WorkflowStatus
 from .._replay import fold, load_events, open_reader, read_events
+from ..engine import Engine
 from ._format import (
     Progress,
     error_text,

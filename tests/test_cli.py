@@ -22,6 +22,7 @@ import evflow
 from evflow._events import StepStarted, WorkflowStarted
 from evflow.cli._format import Progress
 from evflow.stores import FileStore
+from evflow.stores._file import _scan_log
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
@@ -450,6 +451,50 @@ def test_verify_flipped_byte_json(store: Path) -> None:
     assert problem["workflow_id"] == "bad"
     assert isinstance(problem["byte"], int)
     assert problem["what"]
+
+
+def test_verify_flipped_byte_in_the_last_record(store: Path) -> None:
+    """The last record of a finished workflow was acknowledged: damage there is reported
+    like damage anywhere, and no writer cuts it (the workflow never goes back to RESUMABLE)."""
+    log = store / "workflows" / "ok.log"
+    last = _scan_log(log.read_bytes()).events.starts[-1]
+    data = bytearray(log.read_bytes())
+    data[last + 12] ^= 0x01
+    log.write_bytes(bytes(data))
+    result = evflow_cli(store, "verify")
+    assert result.code == 1
+    assert result.out.splitlines() == [
+        f"ok byte={last} checksum mismatch in the last record, which is complete (damage, not a torn write)"
+    ]
+    status = evflow_cli(store, "status", "ok")
+    assert status.code == 1
+    assert f"byte {last}" in status.err
+    assert evflow_cli(store, "cancel", "ok").code == 1  # a writer opened the store
+    assert log.read_bytes() == bytes(data)
+    assert evflow_cli(store, "verify").code == 1
+
+
+@pytest.mark.parametrize(
+    "content",
+    [pytest.param(b"", id="zero-bytes"), pytest.param(b"EVFLOG1\n", id="magic-only")],
+)
+def test_verify_notes_a_log_that_holds_no_event(store: Path, content: bytes) -> None:
+    """A crash between creating a log and writing its first event leaves a log with no
+    event: verify notes it and says sound, list does not show it, a writer removes it."""
+    empty = store / "workflows" / "empty.log"
+    empty.write_bytes(content)
+    result = evflow_cli(store, "verify")
+    assert result.code == 0, result.out
+    assert result.out.startswith("sound: 4 workflow(s)")
+    assert result.err.startswith("note: empty byte=0 the log holds no event")
+    assert evflow_cli(store, "--json", "verify").json() == []
+    listed = evflow_cli(store, "list", "--json")
+    assert (listed.code, listed.err) == (0, "")
+    assert "empty" not in {entry["workflow_id"] for entry in listed.json()}
+    assert evflow_cli(store, "status", "empty").code == 1  # not found
+    assert evflow_cli(store, "cancel", "ok").code == 0  # a writer opens the store
+    assert not empty.exists()
+    assert evflow_cli(store, "verify").err == ""
 
 
 def _write_unfoldable_log(path: Path) -> None:

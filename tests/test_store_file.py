@@ -4,10 +4,14 @@ and the workflow id -> file name mapping."""
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
@@ -19,9 +23,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evflow._codec import encode_event, frame, iter_frames
+from evflow._codec import FRAME_HEADER, encode_event, frame, iter_frames
 from evflow._errors import CorruptLogError, StoreError, StoreLockedError
 from evflow._events import StepStarted
+from evflow.cli._verify import verify_store
 from evflow.stores import FileStore, Store, _file
 from evflow.stores._file import (
     LOG_MAGIC,
@@ -183,6 +188,7 @@ def test_every_cut_of_a_log_reads_as_its_intact_prefix() -> None:
         assert scan.damage is None, cut
         assert scan.events.starts == [s for s, e in zip(starts, ends, strict=True) if e <= cut], cut
         assert scan.workflow_id == ("wf" if cut >= starts[0] else None), cut
+        assert scan.tail_damage is None, cut
 
 
 def test_every_flipped_byte_before_the_last_record_is_damage() -> None:
@@ -194,6 +200,158 @@ def test_every_flipped_byte_before_the_last_record_is_damage() -> None:
         assert scan.damage is not None, position
         assert scan.damage[0] <= position, position
         assert len(scan.events.starts) < 5, position
+
+
+def test_every_flipped_byte_of_the_last_record_is_damage() -> None:
+    """The last record was written whole: a changed byte in it is damage, never a torn
+    write (whatever field it hits), so nothing cuts it silently."""
+    buf, starts = sample_log()
+    for position in range(starts[-1], len(buf)):
+        damaged = bytearray(buf)
+        damaged[position] ^= 0x5A
+        scan = _scan_log(bytes(damaged))
+        assert scan.damage is None, position
+        assert scan.tail_damage is not None, position
+        assert scan.tail_damage[0] == starts[-1], position
+        assert len(scan.events.starts) == 4, position
+
+
+def test_zeros_from_a_sector_boundary_to_the_end_are_a_torn_write() -> None:
+    """What an OS crash leaves when a log grew but its last sectors never reached the disk."""
+    events = [*make_events("wf", 1, 2), StepStarted(seq=3, time=1.0, name="x" * 2000)]
+    records = [frame(encode_event(e)) for e in events]
+    buf = _log_header("wf") + b"".join(records)
+    last = len(buf) - len(records[-1])
+    boundary = (last // 512 + 1) * 512
+    assert last + FRAME_HEADER.size < boundary < len(buf)  # the last record spans it
+    scan = _scan_log(buf[:boundary] + bytes(len(buf) - boundary))
+    assert (scan.damage, scan.tail_damage, scan.good_end) == (None, None, last)
+    # The same zeros from anywhere else were not left by a crash.
+    scan = _scan_log(buf[: boundary + 1] + bytes(len(buf) - boundary - 1))
+    assert scan.tail_damage is not None and scan.tail_damage[0] == last
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [
+        pytest.param(12, id="payload"),
+        pytest.param(5, id="checksum"),
+        pytest.param(3, id="length-high-byte"),
+        pytest.param(0, id="length-low-byte"),
+    ],
+)
+async def test_damaged_last_record_after_a_checkpoint_is_reported_not_cut(
+    tmp_path: Path, offset: int
+) -> None:
+    path = tmp_path / "store"
+    await write_store(path, {"bad": 5, "good": 2})  # closed: checkpointed, the journal is empty
+    log = log_path(path, "bad")
+    last = record_positions(log)[-1]
+    flip_byte(log, last + offset)
+    size = log.stat().st_size
+    async with reading(path) as reader:
+        with pytest.raises(CorruptLogError) as info:
+            await reader.read("bad")
+        assert info.value.position == last
+        assert [(w, p) for w, p, _ in await reader.check()] == [("bad", last)]
+    async with running(path) as store:
+        with pytest.raises(CorruptLogError) as info:
+            await store.read("bad")
+        assert info.value.position == last
+        assert "last record" in info.value.what
+        with pytest.raises(CorruptLogError):
+            store.append_nowait("bad", make_events("bad", 5, 1))
+        assert sorted(await store.list_workflows()) == ["bad", "good"]
+        assert seqs(await store.read("good")) == [1, 2]
+    assert log.stat().st_size == size  # never cut
+
+
+async def test_damaged_last_record_is_restored_from_the_journal(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    await write_store(path, {"wf": 5})
+    # As if the writer died before a checkpoint: the journal still holds the last events.
+    append_journal(path, journal_entry("wf", 4, 2))
+    log = log_path(path, "wf")
+    intact = log.read_bytes()
+    last = record_positions(log)[-1]
+    flip_byte(log, last + 12)
+    async with reading(path) as reader:  # a dead writer's journal restores it for readers too
+        assert await reader.read("wf") == make_events("wf", 1, 5)
+        assert await reader.check() == []
+        [(wid, position, what)] = await reader.notes()
+        assert (wid, position) == ("wf", last)
+        assert "the journal holds its event" in what
+    async with running(path) as store:
+        assert await store.read("wf") == make_events("wf", 1, 5)
+        await store.append("wf", make_events("wf", 6, 1))
+    assert log.read_bytes()[: len(intact)] == intact
+    async with reading(path) as reader:
+        assert (await reader.check(), await reader.notes()) == ([], [])
+
+
+async def test_damaged_last_record_not_in_the_journal_is_damage(tmp_path: Path) -> None:
+    """The journal continues the log after the damaged record: that one was checkpointed."""
+    path = tmp_path / "store"
+    await write_store(path, {"wf": 4})
+    append_journal(path, journal_entry("wf", 5, 2))
+    log = log_path(path, "wf")
+    last = record_positions(log)[-1]
+    flip_byte(log, last + 12)
+    size = log.stat().st_size
+    async with running(path) as store:
+        with pytest.raises(CorruptLogError) as info:
+            await store.read("wf")
+        assert info.value.position == last
+    assert log.stat().st_size == size
+
+
+# -- logs that hold no event -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"", id="zero-bytes"),
+        pytest.param(LOG_MAGIC[:3], id="torn-magic"),
+        pytest.param(_log_header("empty")[:-2], id="torn-header"),
+        pytest.param(_log_header("empty"), id="header-only"),
+        pytest.param(
+            _log_header("empty") + frame(encode_event(make_events("empty", 1, 1)[0]))[:9], id="torn-event"
+        ),
+    ],
+)
+async def test_a_log_that_holds_no_event(tmp_path: Path, content: bytes) -> None:
+    """What a crash between creating a log and writing its first event leaves: no reader
+    lists it, verify notes it (not a problem), a writer removes it on open."""
+    path = tmp_path / "store"
+    await write_store(path, {"wf": 2})
+    empty = log_path(path, "empty")
+    empty.write_bytes(content)
+    async with reading(path) as reader:
+        assert await reader.list_workflows() == ["wf"]
+        assert sorted(await reader.read_all()) == ["wf"]
+        assert await reader.check() == []
+        [(wid, _, what)] = await reader.notes()
+        assert wid == "empty"
+        assert "holds no event" in what
+    async with running(path) as store:
+        assert not empty.exists()
+        assert await store.list_workflows() == ["wf"]
+    async with reading(path) as reader:
+        assert await reader.notes() == []
+
+
+async def test_a_torn_tail_is_a_note(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    await write_store(path, {"wf": 3})
+    log = log_path(path, "wf")
+    size = log.stat().st_size
+    append_bytes(log, frame(encode_event(make_events("wf", 4, 1)[0]))[:10])
+    async with reading(path) as reader:
+        assert await reader.check() == []
+        [(wid, position, what)] = await reader.notes()
+        assert (wid, position) == ("wf", size)
+        assert "incomplete last record (10 bytes" in what
 
 
 # -- damage in the middle ------------------------------------------------------------------------
@@ -506,6 +664,51 @@ async def test_lock_of_a_killed_writer_does_not_block(tmp_path: Path) -> None:
     async with running(path) as store:
         await store.append("wf", make_events("wf", 1, 1))
         assert (path / "LOCK").read_text().strip() == str(os.getpid())
+
+
+CHILD_ENGINE_WRITES = """
+import sys, anyio, evflow
+
+@evflow.step(name="double")
+def double(x: int) -> int:
+    return 2 * x
+
+async def main():
+    async with evflow.Engine(sys.argv[1]):
+        for index in range(5):
+            assert await double.step(index).run(f"b{index}") == 2 * index
+        print("ready", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.readline)
+        for index in range(5, 10):
+            assert await double.step(index).run(f"b{index}") == 2 * index
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.slow  # a real subprocess
+async def test_deleting_the_store_under_a_writer_stops_its_writes(tmp_path: Path) -> None:
+    """``rm -rf`` of a live writer's directory lets a new engine create and lock a new
+    store there; the old writer must then refuse to write instead of joining in."""
+    path = tmp_path / "store"
+    async with running(path) as store:
+        await store.append("a", make_events("a", 1, 3))
+        await anyio.to_thread.run_sync(shutil.rmtree, path)
+        async with child(CHILD_ENGINE_WRITES, str(path)) as process:
+            with pytest.raises(StoreError, match="deleted or replaced") as info:
+                await store.append("b0", make_events("b0", 1, 2))  # a log the new engine wrote
+            assert "refuses further writes" in str(info.value)
+            with pytest.raises(StoreError, match="deleted or replaced"):
+                store.append_nowait("a", make_events("a", 4, 1))
+            assert process.stdin is not None
+            await process.stdin.send(b"\n")  # the new engine writes on, then closes
+            assert await process.wait() == 0
+    async with reading(path) as reader:
+        assert await reader.check() == []
+        everything = await reader.read_all()
+        assert sorted(everything) == [f"b{index}" for index in range(10)]
+        problems, checked = await verify_store(reader)
+        assert (problems, checked) == ([], 10)
 
 
 # -- readers while a writer writes -----------------------------------------------------------------
@@ -881,3 +1084,70 @@ async def test_an_unclosed_writer_never_keeps_the_process_alive(tmp_path: Path) 
     assert b"returning" in result.stdout
     async with running(path) as store:  # its lock died with it
         assert seqs(await store.read("wf")) == [1]
+
+
+# -- a small disk ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a 2 MiB tmpfs of its own (mounting needs root and Linux)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        pytest.skip(f"cannot mount a small tmpfs here: {exc}")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+async def test_a_small_disk_holds_workflows(small_disk: Path) -> None:
+    path = small_disk / "store"
+    async with running(path) as store:
+        for index in range(40):
+            await store.append(f"wf{index}", make_events(f"wf{index}", 1, 6))
+    async with running(path) as store:
+        everything = await store.read_all()
+        assert len(everything) == 40
+        assert all(seqs(events) == [1, 2, 3, 4, 5, 6] for events in everything.values())  # type: ignore[arg-type]
+
+
+async def test_a_full_disk_fails_with_a_clear_error(small_disk: Path) -> None:
+    path = small_disk / "store"
+    written: list[str] = []
+    async with running(path) as store:
+        with pytest.raises(StoreError) as info:
+            for index in itertools.count():
+                workflow_id = f"wf{index}"
+                await store.append(workflow_id, make_events(workflow_id, 1, 5, tag="x" * 20_000))
+                written.append(workflow_id)
+        message = str(info.value)
+        assert "the disk is full" in message
+        assert re.search(r"a batch of 5 event\(s\) \(\d+ bytes\)", message)
+        assert re.search(r"\d+ bytes free on ", message)
+        assert isinstance(info.value.__cause__, OSError)
+        assert info.value.__cause__.errno == errno.ENOSPC
+    assert len(written) >= 4  # 2 MiB hold each ~100 kB workflow twice (journal and log)
+    async with reading(path) as reader:  # everything acknowledged is there
+        everything = await reader.read_all()
+        assert all(seqs(everything[w]) == [1, 2, 3, 4, 5] for w in written)  # type: ignore[arg-type]
+        assert await reader.check() == []
+    # Recovery redoes the failed batch from the journal: no room for that either.
+    with pytest.raises(StoreError, match="the disk is full: opening the store"):
+        await FileStore(path).open()
+    await anyio.run_process(["mount", "-o", "remount,size=4m", str(small_disk)])
+    async with running(path) as store:  # given room, a writer recovers and goes on
+        assert [seqs(await store.read(w)) for w in written] == [[1, 2, 3, 4, 5]] * len(written)
+        await store.append("small", make_events("small", 1, 2))
+    async with reading(path) as reader:
+        assert await reader.check() == []

@@ -15,7 +15,9 @@ from __future__ import annotations
 import importlib
 import pickle
 import struct
+import sys
 import traceback
+import types
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -39,6 +41,7 @@ __all__ = [
     "frame",
     "import_path",
     "import_object",
+    "imported_object",
     "iter_frames",
     "substitute_refs",
 ]
@@ -211,6 +214,7 @@ def _ext_hook(code: int, data: memoryview) -> Any:
     if code == _EXT_REF:
         return Ref(bytes(data).decode())
     if code == _EXT_ERROR:
+        # Never pickle, never import: a value's exceptions come from classes already imported.
         return exception_from_info(msgspec.msgpack.decode(data, type=ErrorInfo), allow_pickle=False)
     raise ValueError(f"unknown msgpack extension {code} in a recorded value")
 
@@ -293,11 +297,39 @@ def import_path(obj: Any) -> str:
 
 
 def import_object(path: str) -> Any:
-    """Import ``module:qualname``; raises ``ImportError``/``AttributeError`` naming it."""
+    """Import ``module:qualname``; raises ``ImportError``/``AttributeError`` naming it.
+
+    Importing runs the module's code: only for paths an application trusts (a log read
+    with ``allow_pickle=True``); ``imported_object`` is the lookup that never imports.
+    """
     module_name, _, qualname = path.partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
         obj = getattr(obj, part)
+    return obj
+
+
+_MISSING = object()
+
+
+def imported_object(path: str) -> Any:
+    """The object at ``module:qualname`` if that module is already imported, else None.
+
+    Never imports, and runs no code of what it walks: each name is read from a
+    ``__dict__`` (no module ``__getattr__``, no descriptor), which is where a module-level
+    definition or a class defined in a class body lives.
+    """
+    module_name, _, qualname = path.partition(":")
+    obj: Any = sys.modules.get(module_name)
+    if obj is None or not qualname:
+        return None
+    for part in qualname.split("."):
+        namespace = getattr(obj, "__dict__", None)
+        if not isinstance(namespace, dict | types.MappingProxyType):
+            return None
+        obj = namespace.get(part, _MISSING)
+        if obj is _MISSING:
+            return None
     return obj
 
 
@@ -318,7 +350,11 @@ def error_info(exc: BaseException, *, allow_pickle: bool) -> ErrorInfo:
 
 
 def exception_from_info(info: ErrorInfo, *, allow_pickle: bool = True) -> BaseException:
-    """Rebuild a recorded exception with its original type where possible, else ``StepError``."""
+    """Rebuild a recorded exception with its original type where possible, else ``StepError``.
+
+    With ``allow_pickle=False`` the log is not trusted: nothing is unpickled and no module
+    is imported, so the type is rebuilt only from builtins and classes already imported.
+    """
     if info.pickled is not None and allow_pickle:
         try:
             exc = pickle.loads(info.pickled)
@@ -328,9 +364,9 @@ def exception_from_info(info: ErrorInfo, *, allow_pickle: bool = True) -> BaseEx
             pass
     if info.args is not None:
         try:
-            cls = import_object(info.type)
+            cls = import_object(info.type) if allow_pickle else imported_object(info.type)
             if isinstance(cls, type) and issubclass(cls, BaseException):
-                args = decode_value(info.args)
+                args = decode_value(info.args, allow_pickle=allow_pickle)
                 rebuilt: BaseException = cls(*args)
                 return rebuilt
         except Exception:  # the type moved or its __init__ differs: stand in with StepError

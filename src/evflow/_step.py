@@ -44,8 +44,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "checkpoint": True,
 }
 
-#: Step functions by import path, so that a DAG recorded in this process resumes with
-#: the very function even where the import path does not import (a test's local step).
+#: Step functions by import path, filled only by ``@evflow.step``: what a recorded path
+#: may resolve to. A DAG recorded in this process resumes with the very function even
+#: where the import path does not import (a test's local step).
 _registry: dict[str, Callable[..., Any]] = {}
 
 
@@ -67,7 +68,8 @@ def validate_metadata(metadata: Any, where: str) -> dict[str, Any]:
 
 
 def validate_workflow_id(workflow_id: Any) -> str:
-    """Check a workflow id: a non-empty str of at most 256 characters without NUL."""
+    """Check a workflow id: a non-empty str of at most 256 characters, without NUL and
+    encodable as UTF-8 (no lone surrogate); else ``ValueError`` (``TypeError`` if no str)."""
     if not isinstance(workflow_id, str):
         raise TypeError(f"workflow id must be a str, not {type(workflow_id).__name__}")
     if not workflow_id:
@@ -78,6 +80,15 @@ def validate_workflow_id(workflow_id: Any) -> str:
         )
     if "\x00" in workflow_id:
         raise ValueError(f"workflow id {workflow_id!r} contains a NUL character")
+    if not workflow_id.isascii():
+        # The log and the stores keep ids as UTF-8, which a lone surrogate is not.
+        try:
+            workflow_id.encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"workflow id {workflow_id!r} is not valid Unicode text (a lone surrogate at "
+                f"index {exc.start}); ids are stored as UTF-8"
+            ) from None
     return workflow_id
 
 
@@ -146,20 +157,33 @@ def default_step_name(func: Callable[..., Any]) -> str:
     return f"{func.__module__}.{func.__qualname__}".replace("<locals>", "locals")
 
 
-def resolve_step_function(path: str) -> Callable[..., Any]:
-    """The callable recorded as ``module:qualname``; raises ``ImportError`` naming it."""
+def resolve_step_function(path: str, *, allow_import: bool) -> Callable[..., Any]:
+    """The step function recorded as ``module:qualname``; raises ``ImportError`` naming it.
+
+    A log is data, never code: only a function decorated with ``@evflow.step`` is ever
+    returned, anything else the path names is refused. ``allow_import=False`` (an engine
+    with ``allow_pickle=False``) imports nothing: the step must have been decorated in
+    this process, i.e. its module imported by the application.
+    """
     func = _registry.get(path)
     if func is not None:
         return func
+    if not allow_import:
+        raise ImportError(
+            f"step function {path!r} is not an @evflow.step function this process has "
+            "imported, and an engine opened with allow_pickle=False imports no module that "
+            "a log names: import the module that defines it before resuming"
+        )
     try:
         obj = import_object(path)
     except (ImportError, AttributeError) as exc:
         raise ImportError(f"step function {path!r} cannot be imported: {exc}") from exc
     if isinstance(obj, StepFunction):
         return obj.func
-    if not callable(obj):
-        raise ImportError(f"step function {path!r} is not callable")
-    return obj  # type: ignore[no-any-return]
+    raise ImportError(
+        f"step function {path!r} is a {type(obj).__name__}, not a function decorated with "
+        "@evflow.step: refused (a log can only name steps)"
+    )
 
 
 class StepFunction(Generic[P, R]):

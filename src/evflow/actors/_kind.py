@@ -104,6 +104,9 @@ class ActorMethodKind:
         self.core = core
         self.actors = core.service(ActorService)
 
+    def check(self, spec: StepSpec) -> None:
+        pass  # an actor method is checked against its class when it runs
+
     def prepare(self, execution: Execution, spec: StepSpec) -> ActorMethodStep:
         runtime = self.actors.runtime(execution.state)
         method = method_for(runtime.cls, execution.state, spec)

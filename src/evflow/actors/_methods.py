@@ -73,11 +73,22 @@ def class_info(cls: type[Any]) -> ClassInfo:
     return info
 
 
-def resolve_actor_class(path: str) -> type[Any]:
-    """The actor class recorded as ``module:qualname``; raises ``ImportError`` naming it."""
+def resolve_actor_class(path: str, *, allow_import: bool) -> type[Any]:
+    """The actor class recorded as ``module:qualname``; raises ``ImportError`` naming it.
+
+    Only a class decorated with ``@evflow.virtual_actor`` is returned. ``allow_import=False``
+    (an engine with ``allow_pickle=False``) imports nothing: the class must have been
+    decorated in this process.
+    """
     cls = _classes.get(path)
     if cls is not None:
         return cls
+    if not allow_import:
+        raise ImportError(
+            f"virtual actor class {path!r} is not an @evflow.virtual_actor class this process "
+            "has imported, and an engine opened with allow_pickle=False imports no module that "
+            "a log names: import the module that defines it first"
+        )
     try:
         obj = import_object(path)
     except (ImportError, AttributeError) as exc:

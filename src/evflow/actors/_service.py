@@ -57,7 +57,9 @@ class ActorService:
         runtime = self._runtimes.get(state.workflow_id)
         if runtime is None or runtime.state is not state:
             assert state.actor_class is not None
-            runtime = ActorRuntime(state, resolve_actor_class(state.actor_class), self.core.allow_pickle)
+            allow_pickle = self.core.allow_pickle
+            cls = resolve_actor_class(state.actor_class, allow_import=allow_pickle)
+            runtime = ActorRuntime(state, cls, allow_pickle)
             self._runtimes[state.workflow_id] = runtime
         return runtime
 

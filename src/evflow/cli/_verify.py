@@ -3,6 +3,9 @@
 Checks, per workflow: the store's own check of framing, checksums and decoding (a store
 with an ``async check(workflow_id=None)`` method, like the file store), that the log reads,
 that sequence numbers run 1, 2, 3, ... and that the events fold (``replay``) without error.
+What a writer will clean up on open without losing an acknowledged event (a store's
+``async notes(workflow_id=None)``: torn tails, logs with no event) is printed as notes on
+stderr and leaves the store sound.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from ..stores import Store
 from ._format import fmt_json, out, quote_id, warn
 from ._options import Options
 
-__all__ = ["Problem", "cmd_verify", "verify_store"]
+__all__ = ["Problem", "cmd_verify", "store_notes", "verify_store"]
 
 
 class Problem(NamedTuple):
@@ -98,6 +101,14 @@ async def _verify_workflow(store: Store, workflow_id: str, *, reported: bool) ->
     return []
 
 
+async def store_notes(store: Store, workflow_id: str | None = None) -> list[Problem]:
+    """The store's notes (see ``FileStore.notes``); [] for a store without ``notes``."""
+    notes: Callable[[str | None], Awaitable[Any]] | None = getattr(store, "notes", None)
+    if not callable(notes):
+        return []
+    return [Problem(str(wid), int(byte), None, str(what)) for wid, byte, what in await notes(workflow_id)]
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -105,6 +116,12 @@ def _describe(exc: BaseException) -> str:
 async def cmd_verify(opts: Options, args: argparse.Namespace) -> int:
     async with open_reader(opts.storage) as store:
         problems, count = await verify_store(store, args.workflow_id)
+        try:
+            notes = await store_notes(store, args.workflow_id)
+        except Exception as exc:  # the notes never make verify fail; the check said it all
+            notes = [Problem(args.workflow_id or "-", None, None, f"cannot list notes: {_describe(exc)}")]
+    for note in notes:
+        warn(f"note: {note.line()}")
     if opts.json:
         out(
             fmt_json(

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ._core import EngineCore
     from ._execution import Execution
 
-__all__ = ["MAX_RETRY_DELAY", "run_step"]
+__all__ = ["MAX_RETRY_DELAY", "check_startable", "fail_unstartable", "run_step"]
 
 #: Cap, in seconds, of the doubling delay between retries.
 MAX_RETRY_DELAY = 60.0
@@ -40,14 +40,7 @@ async def run_step(core: EngineCore, execution: Execution, name: str) -> list[st
     try:
         step = core.step_kind(opts.step_type).prepare(execution, spec)
     except Exception as exc:
-        # The step could not even be called: its one attempt starts and fails at once.
-        info = core.error_info(exc)
-        core.emit(
-            state,
-            (StepStarted, {"name": name, "attempt": 1}),
-            (StepFailed, {"name": name, "attempt": 1, "will_retry": False, "error": info}),
-        )
-        execution.fail(name, exc, info)
+        fail_unstartable(core, execution, name, exc)
         return []
     _context.current_step.set(_context.StepContext(core, state.workflow_id, name))
     lock = step.lock
@@ -105,3 +98,28 @@ async def run_step(core: EngineCore, execution: Execution, name: str) -> list[st
     # durable with the WorkflowFinished that the core appends next, in one flush (and
     # should that flush fail, the core re-reads the workflow from the store).
     return execution.finished(name)
+
+
+def check_startable(core: EngineCore, execution: Execution, names: list[str]) -> bool:
+    """Check with its kind every step about to run, so that a log naming code that is
+    not a step fails the workflow before any step runs; False when it did."""
+    steps = execution.state.steps
+    for name in names:
+        spec = steps[name].spec
+        try:
+            core.step_kind(spec.options.step_type).check(spec)
+        except (ImportError, LookupError) as exc:
+            fail_unstartable(core, execution, name, exc)
+            return False
+    return True
+
+
+def fail_unstartable(core: EngineCore, execution: Execution, name: str, exc: Exception) -> None:
+    """Step ``name`` could not even be called: its one attempt starts and fails at once."""
+    info = core.error_info(exc)
+    core.emit(
+        execution.state,
+        (StepStarted, {"name": name, "attempt": 1}),
+        (StepFailed, {"name": name, "attempt": 1, "will_retry": False, "error": info}),
+    )
+    execution.fail(name, exc, info)

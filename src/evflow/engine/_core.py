@@ -276,6 +276,7 @@ class EngineCore:
 
         Only the new events are read and folded, so the cost does not grow with the log.
         """
+        validate_workflow_id(workflow_id)  # before the store sees it
         state = self._states.get(workflow_id)
         try:
             if state is None or workflow_id in self._refetch:

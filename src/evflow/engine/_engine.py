@@ -43,7 +43,8 @@ class Engine:
     ``memory://``, ``postgresql://...``, a ``Store``, or None for ``$EVFLOW_STORAGE``
     else ``./.evflow``. ``durability="strict"`` (default) makes each step's output durable
     (fsync, group-committed) before anything depending on it runs; ``"relaxed"`` skips the
-    fsync. ``allow_pickle=False`` refuses values msgpack cannot round-trip.
+    fsync. ``allow_pickle=False`` refuses values msgpack cannot round-trip and treats a
+    log as untrusted data: nothing is unpickled and no module a log names is imported.
 
     Entering opens the store, recovers state from the log and makes this the current
     engine; leaving interrupts running workflows (they report RESUMABLE) and closes it.

@@ -10,7 +10,7 @@ import anyio.abc
 from .._codec import decode_value
 from .._events import ErrorInfo
 from .._projection import WorkflowState
-from ._attempts import run_step
+from ._attempts import check_startable, run_step
 from ._run import LiveRun
 
 if TYPE_CHECKING:
@@ -98,6 +98,8 @@ class Execution:
         """Run the workflow's output step and everything it needs (or until one fails)."""
         assert self.state.output is not None
         runnable = self.demand(self.state.output)
+        if not check_startable(self.core, self, [*runnable, *self.waiting]):
+            return
         while len(runnable) == 1:  # one step at a time: in this task, no other
             runnable = await run_step(self.core, self, runnable[0])
         if runnable:

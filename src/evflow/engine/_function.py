@@ -55,15 +55,19 @@ class FunctionStep:
 
 
 class FunctionKind:
-    """Resolves the recorded function (only ``@evflow.step`` functions) and its arguments."""
+    """Resolves the recorded function (only ``@evflow.step`` functions; with
+    ``allow_pickle=False`` only those already imported) and its arguments."""
 
     def __init__(self, core: EngineCore) -> None:
         self.core = core
         #: Whether each resolved function is async, by recorded path (inspect is not free).
         self.is_async: dict[str, bool] = {}
 
+    def check(self, spec: StepSpec) -> None:
+        resolve_step_function(spec.func, allow_import=self.core.allow_pickle)
+
     def prepare(self, execution: Execution, spec: StepSpec) -> FunctionStep:
-        func = resolve_step_function(spec.func)
+        func = resolve_step_function(spec.func, allow_import=self.core.allow_pickle)
         args, kwargs = substitute(
             decode_value(spec.args, allow_pickle=self.core.allow_pickle), execution.value
         )

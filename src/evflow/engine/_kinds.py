@@ -67,6 +67,12 @@ class PreparedStep(Protocol):
 class StepKind(Protocol):
     """Runs the steps of one ``step_type`` in one engine."""
 
+    def check(self, spec: StepSpec) -> None:
+        """Raise ``ImportError`` if step ``spec``'s code cannot be found or is not allowed
+        (a log is data: it may name anything). Called for every step an execution is
+        about to run, before the first one runs; a kind with nothing to check passes."""
+        ...
+
     def prepare(self, execution: Execution, spec: StepSpec) -> PreparedStep:
         """Make step ``spec`` ready to run (never blocks). An exception fails the step at
         once: its one attempt is recorded as started and failed, with no retry."""

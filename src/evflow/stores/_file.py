@@ -31,16 +31,20 @@ A failed batch write (disk full, EIO) is raised by ``flush`` in each of its wait
 failed write or fsync the page cache cannot be trusted, so the honest way on is to reopen
 the store, which recovers from the journal.
 
-Recovery when a writer opens: a torn tail (a damaged last record) of the journal and of
-every log is cut, the journal is redone into the logs (idempotent: events are matched by
-seq; a deletion in the journal rebuilds the log from the entries after it) and a
-checkpoint follows. A damaged record that is *not* the last one is never cut or skipped:
-that workflow raises ``CorruptLogError`` while every other stays usable (its journaled
-events, if any, are not redone). A record counts as the last one when no intact record
-follows it. The writer refuses to open, with a ``StoreError`` saying what to do, in two
-cases that only damage or outside changes produce: a journal damaged before its end (the
-entries before the damage are redone first) and a log that ends before the journal
-continues it (a seq gap). Moving the journal aside then opens the store without it.
+Recovery when a writer opens: a torn tail of the journal (any damaged last entry) and of
+every log (a write cut short, see _damaged_tail) is cut, the journal is redone into the
+logs (idempotent: events are matched by seq; a deletion in the journal rebuilds the log
+from the entries after it) and a checkpoint follows. A log whose last record was written
+whole but is damaged gets it back from the journal when the journal holds it; else it
+may have been acknowledged, so it is damage like any other. A damaged record is never
+cut or skipped: that workflow raises ``CorruptLogError`` while every other stays usable
+(its journaled events, if any, are not redone). A record counts as the last one when no
+intact record follows it. A log that holds no event (0 bytes, a torn header or first
+event: a crash right after creating it) is removed, and readers do not list it. The
+writer refuses to open, with a ``StoreError`` saying what to do, in two cases that only
+damage or outside changes produce: a journal damaged before its end (the entries before
+the damage are redone first) and a log that ends before the journal continues it (a seq
+gap). Moving the journal aside then opens the store without it.
 
 Readers (``read_only=True``) take no lock and write nothing: they read the logs while a
 writer appends (a torn last record is data still being written) and, when no writer is
@@ -266,6 +270,10 @@ class _LogScan(NamedTuple):
 
     workflow_id: str | None  # None when the header is torn
     events: _Scan  # the event records (the header record left out)
+    #: A damaged last record that was written whole, so not a torn write (see
+    #: _damaged_tail): it may hold an acknowledged event and is never cut unless the
+    #: journal restores it.
+    tail_damage: tuple[int, str] | None = None
 
     @property
     def good_end(self) -> int:
@@ -292,7 +300,44 @@ def _scan_log(buf: bytes) -> _LogScan:
     except UnicodeDecodeError:
         damage = (scan.starts[0], "damaged header: workflow id is not UTF-8")
         return _LogScan(None, _Scan(buf, [], [], magic, damage))
-    return _LogScan(workflow_id, scan._replace(starts=scan.starts[1:], ends=scan.ends[1:]))
+    events = scan._replace(starts=scan.starts[1:], ends=scan.ends[1:])
+    tail_damage = None
+    if scan.damage is None and scan.good_end < len(buf):
+        what = _damaged_tail(buf, scan.good_end)
+        tail_damage = None if what is None else (scan.good_end, what)
+    return _LogScan(workflow_id, events, tail_damage)
+
+
+#: What an OS crash loses of a file's data comes in whole sectors (or pages): the zeros
+#: it leaves at the end of a log start at a multiple of this.
+_SECTOR = 512
+
+
+def _damaged_tail(buf: bytes, pos: int) -> str | None:
+    """Why the last record of a log (at ``pos``, nothing intact after it) is damage rather
+    than a torn write; None for a torn write, which holds nothing durable and is cut.
+
+    A write that did not complete leaves a frame that runs past the end of the file (the
+    process died while writing), or zeros from a sector boundary to the end (the file grew
+    but its data never reached the disk). A frame that is complete and fails its checksum
+    anyway was written whole and changed since (bit rot, an outside change), and so is one
+    that only seems to run past the end because its length field was hit: the bytes up to
+    the end still carry its checksum.
+    """
+    end = len(buf)
+    if end - pos < FRAME_HEADER.size:
+        return None
+    length, crc = FRAME_HEADER.unpack_from(buf, pos)
+    body = pos + FRAME_HEADER.size
+    if body + length > end:
+        if length and zlib.crc32(memoryview(buf)[body:]) == crc:
+            return "damaged length field in the last record (its data is complete)"
+        return None
+    zeros_from = pos + len(bytes(memoryview(buf)[pos:]).rstrip(b"\0"))
+    if zeros_from < end and (zeros_from % _SECTOR == 0 or zeros_from == pos):
+        return None
+    what = "checksum mismatch" if length else "empty record"
+    return f"{what} in the last record, which is complete (damage, not a torn write)"
 
 
 def _log_header(workflow_id: str) -> bytes:
@@ -502,6 +547,9 @@ class FileStore(Store):
         self._notify: Notify | None = None
         # Owned by the writer thread (and by open/close while it does not run).
         self._lock_fd = -1
+        #: (st_dev, st_ino) of the LOCK file we hold, checked before each batch (see
+        #: _check_still_ours).
+        self._lock_id: tuple[int, int] | None = None
         self._journal_fd = -1
         self._journal_size = 0
         #: Bytes of the journal file (zeros past ``_journal_size``), see _reserve_journal.
@@ -607,6 +655,7 @@ class FileStore(Store):
         self._refuse_foreign_directory()  # before the LOCK file is created in it
         self._lock_fd = _acquire_lock(self._lock_path, self.path, self.owner_id)
         try:
+            self._lock_id = _file_id(os.fstat(self._lock_fd))
             self._check_marker(True)
             os.makedirs(self._workflows_dir, exist_ok=True)
             # Not O_APPEND: batches are written at the journal's logical end, inside space
@@ -614,9 +663,15 @@ class FileStore(Store):
             self._journal_fd = os.open(self._journal_path, os.O_RDWR | os.O_CREAT, 0o644)
             _fsync_dir(self.path)  # the marker, journal and workflows/ entries themselves
             self._recover()
-        except BaseException:
+        except BaseException as exc:
             self._warm.clear()
             self._release()
+            if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+                raise StoreError(
+                    f"{self.url}: the disk is full: opening the store (recovering from its journal) "
+                    f"failed ({exc}; {_free_bytes_at(self.path)} bytes free on {self.path}); nothing "
+                    "was lost: free some space and open it again"
+                ) from exc
             raise
 
     def _release(self) -> None:
@@ -681,11 +736,14 @@ class FileStore(Store):
 
     def _recover(self) -> None:
         """Cut torn tails, redo the journal into the logs, checkpoint (writer open)."""
+        bad_tails: dict[str, tuple[int, str]] = {}
         with _gc_paused():  # the scan keeps every record for the first read_all
-            files = self._recover_logs()
-        self._recover_journal(files)
+            files = self._recover_logs(bad_tails)
+        self._recover_journal(files, bad_tails)
 
-    def _recover_logs(self) -> dict[str, tuple[str, int]]:
+    def _recover_logs(self, bad_tails: dict[str, tuple[int, str]]) -> dict[str, tuple[str, int]]:
+        """Scan every log, cut torn tails; fills ``bad_tails`` with the damaged last records
+        (position, what) that only the journal can restore."""
         files: dict[str, tuple[str, int]] = {}  # workflow id -> (path, number of events)
         warm_bytes = 0
         for name in os.listdir(self._workflows_dir):
@@ -715,7 +773,9 @@ class FileStore(Store):
                     workflow_id, len(LOG_MAGIC), f"the log belongs to workflow {scan.workflow_id!r}"
                 )
                 continue
-            if scan.good_end < len(buf):
+            if scan.tail_damage is not None:
+                bad_tails[workflow_id] = scan.tail_damage  # cut only if the journal restores it
+            elif scan.good_end < len(buf):
                 _truncate(path, scan.good_end)
                 self._dirty.add(workflow_id)
             last = 0
@@ -730,12 +790,14 @@ class FileStore(Store):
                     continue
             self._last_seq[workflow_id] = last
             files[workflow_id] = (path, len(scan.events.starts))
-            if warm_bytes < _WARM_LIMIT:
+            if warm_bytes < _WARM_LIMIT and scan.tail_damage is None:
                 self._warm[workflow_id] = scan
                 warm_bytes += len(buf)
         return files
 
-    def _recover_journal(self, files: dict[str, tuple[str, int]]) -> None:
+    def _recover_journal(
+        self, files: dict[str, tuple[str, int]], bad_tails: dict[str, tuple[int, str]]
+    ) -> None:
         journal = _read_file(self._journal_path) or b""
         jscan = _scan_frames(journal, 0, _JOURNAL_KEY)
         problem: str | None = None
@@ -756,7 +818,7 @@ class FileStore(Store):
                 problem = f"{self.url}: undecodable journal entry at byte {pos}: {exc}"
                 break
         try:
-            self._redo(entries, files)
+            self._redo(entries, files, bad_tails)
         except StoreError as exc:
             problem = str(exc)
         if problem is not None:
@@ -770,11 +832,20 @@ class FileStore(Store):
                 self._dir_dirty = True
         self._checkpoint(final=True)
 
-    def _redo(self, entries: list[_JournalEntry], files: dict[str, tuple[str, int]]) -> None:
+    def _redo(
+        self,
+        entries: list[_JournalEntry],
+        files: dict[str, tuple[str, int]],
+        bad_tails: dict[str, tuple[int, str]],
+    ) -> None:
         # A deletion in the journal makes every earlier entry of that workflow moot, and
         # every event of its new incarnation is in the journal after it: so delete the log
         # and rebuild it from there. Without a deletion, the log ends at or after the seq
         # before the workflow's first journal entry (a checkpoint fsynced it).
+        # A log whose last record is damaged (bad_tails) gets it back from the journal when
+        # the journal holds the seq after the last intact record; it is then cut there and
+        # the journal's copy written instead. Otherwise the record was checkpointed (it was
+        # acknowledged) and only the damage can be reported.
         last_deletion = {e.workflow_id: i for i, e in enumerate(entries) if e.deleted}
         pending: dict[str, list[bytes]] = {}
         for index, entry in enumerate(entries):
@@ -782,6 +853,7 @@ class FileStore(Store):
             if index < last_deletion.get(workflow_id, -1):
                 continue
             if entry.deleted:
+                bad_tails.pop(workflow_id, None)
                 self._last_seq.pop(workflow_id, None)
                 self._corrupt.pop(workflow_id, None)
                 self._warm.pop(workflow_id, None)
@@ -803,6 +875,11 @@ class FileStore(Store):
                     ) from exc
                 if seq <= last:
                     continue
+                if workflow_id in bad_tails:
+                    if seq != last + 1:  # the damaged record is not in the journal
+                        break
+                    pos, _ = bad_tails.pop(workflow_id)
+                    _truncate(self._log_path(workflow_id), pos)
                 if seq != last + 1:
                     self._flush_redo(pending)
                     raise StoreError(
@@ -812,8 +889,13 @@ class FileStore(Store):
                     )
                 pending.setdefault(workflow_id, []).append(frame(payload))
                 last = seq
-            self._last_seq[workflow_id] = last
+            if workflow_id not in bad_tails:
+                self._last_seq[workflow_id] = last
         self._flush_redo(pending)
+        for workflow_id, (pos, what) in bad_tails.items():
+            self._corrupt[workflow_id] = CorruptLogError(workflow_id, pos, what)
+            self._last_seq.pop(workflow_id, None)
+            files.pop(workflow_id, None)
 
     def _flush_redo(self, pending: dict[str, list[bytes]]) -> None:
         for workflow_id, frames in pending.items():
@@ -975,11 +1057,32 @@ class FileStore(Store):
         try:
             if self._broken is not None:
                 raise self._broken
+            self._check_still_ours()
             self._write_batch(batch.items)
         except StoreError as exc:
             batch.error = exc
         except Exception as exc:
-            batch.error = self._broken = _write_error(self.url, "writing a batch of events", exc)
+            size = sum(len(p) + FRAME_HEADER.size for _, ps in batch.items for p in ps or ())
+            what = f"writing a batch of {batch.n_events} event(s) ({size} bytes)"
+            batch.error = self._broken = _write_error(self.url, what, exc, self.path)
+
+    def _check_still_ours(self) -> None:
+        """Refuse to write when the LOCK file at the store's path is no longer the one we
+        hold the lock on (the directory or the file was deleted, moved or replaced):
+        another writer can then lock a new store at the same path, and writing there by
+        name would interleave with it. One stat call per batch."""
+        try:
+            now: tuple[int, int] | None = _file_id(os.stat(self._lock_path))
+        except FileNotFoundError:
+            now = None
+        if now != self._lock_id:
+            self._broken = StoreError(
+                f"{self.url}: the store directory or its {LOCK_NAME} file was deleted or replaced "
+                "while this engine held the store (another engine may be writing the store now "
+                "at that path); this engine refuses further writes: close it, and open the store "
+                "again if it is to write there"
+            )
+            raise self._broken
 
     def _write_batch(self, items: list[tuple[str, list[bytes] | None]]) -> None:
         """One batch, in the commit thread: journal (one write, one fsync), then the logs."""
@@ -1063,7 +1166,7 @@ class FileStore(Store):
         try:
             self._checkpoint(final)
         except OSError as exc:
-            self._broken = _write_error(self.url, "checkpointing the journal", exc)
+            self._broken = _write_error(self.url, "checkpointing the journal", exc, self.path)
 
     def _checkpoint(self, final: bool) -> None:
         """Make the logs durable on their own, then empty the journal (commit thread)."""
@@ -1090,11 +1193,27 @@ class FileStore(Store):
         end = self._journal_size + needed
         if end <= self._journal_alloc:
             return
-        new_alloc = max(end, self._journal_alloc + JOURNAL_PREALLOC_BYTES)
-        zeros = bytes(min(new_alloc - self._journal_alloc, 1 << 20))
-        pos = self._journal_alloc
-        while pos < new_alloc:
-            pos += os.pwrite(self._journal_fd, zeros[: new_alloc - pos], pos)
+        # Never more than a small share of the free space: on a small disk a fixed 4 MiB
+        # would leave no room for the logs (or not fit at all).
+        ahead = min(JOURNAL_PREALLOC_BYTES, _free_bytes(self._journal_fd) // 8)
+        old_alloc = self._journal_alloc
+        new_alloc = old_alloc + ahead
+        if new_alloc < end:  # no room to allocate ahead: the batch extends the file itself
+            self._journal_alloc = end
+            return
+        zeros = bytes(min(new_alloc - old_alloc, 1 << 20))
+        pos = old_alloc
+        try:
+            while pos < new_alloc:
+                pos += os.pwrite(self._journal_fd, zeros[: new_alloc - pos], pos)
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            # The free space was less than reported (reserved blocks, another writer):
+            # give the zeros back and let the batch extend the file itself.
+            os.ftruncate(self._journal_fd, old_alloc)
+            self._journal_alloc = end
+            return
         os.fsync(self._journal_fd)
         self._journal_alloc = new_alloc
 
@@ -1123,6 +1242,7 @@ class FileStore(Store):
         """Decode a log (``scan`` if the caller has scanned it already) plus a reader's overlay."""
         extra = overlay.get(workflow_id) if overlay else None
         records: list[_Record] = []
+        tail_damage: tuple[int, str] | None = None
         if extra is None or not extra.reset:
             if scan is None:
                 buf = _read_file(path)
@@ -1135,6 +1255,7 @@ class FileStore(Store):
                         workflow_id, len(LOG_MAGIC), f"the log belongs to workflow {scan.workflow_id!r}"
                     )
                 records = scan.events.records()
+                tail_damage = scan.tail_damage
         if extra is not None and extra.events:
             last = 0
             if records:
@@ -1151,6 +1272,9 @@ class FileStore(Store):
                 if seq == last + 1:
                     records.append((-1, payload))
                     last = seq
+                    tail_damage = None  # the journal restores the damaged last record
+        if tail_damage is not None:
+            raise CorruptLogError(workflow_id, *tail_damage)
         return _decode_events(workflow_id, records, after)
 
     def _journal_overlay(self) -> dict[str, _Overlay] | None:
@@ -1189,7 +1313,11 @@ class FileStore(Store):
 
     def _list_sync(self) -> list[str]:
         overlay = self._journal_overlay()
-        ids = [workflow_id for workflow_id, _ in self._list_files()]
+        ids = [
+            workflow_id
+            for workflow_id, path in self._list_files()
+            if (overlay and workflow_id in overlay) or _lists_log(workflow_id, path)
+        ]
         if overlay:
             known = set(ids)
             ids = [w for w in ids if not (w in overlay and overlay[w].reset and not overlay[w].events)]
@@ -1302,11 +1430,23 @@ class FileStore(Store):
         """Verify framing, checksums, decoding and seq continuity (1, 2, 3, ...) of one or
         every workflow log; one ``(workflow_id, byte_position, what)`` per problem.
 
-        A torn last record is not a problem (it was never acknowledged). Works read-only.
+        A torn last record is not a problem (a write cut short: see ``notes``); a damaged
+        last record that was written whole is, unless a dead writer's journal restores it.
+        Works read-only.
         """
-        return await anyio.to_thread.run_sync(self._check_sync, workflow_id)
+        problems, _ = await anyio.to_thread.run_sync(self._check_sync, workflow_id)
+        return problems
 
-    def _check_sync(self, workflow_id: str | None) -> list[tuple[str, int, str]]:
+    async def notes(self, workflow_id: str | None = None) -> list[tuple[str, int, str]]:
+        """What a writer opening the store cleans up without losing an acknowledged event,
+        one ``(workflow_id, byte_position, what)`` each: a torn last record (cut), a damaged
+        last record that the journal restores, a log that holds no event (removed)."""
+        _, notes = await anyio.to_thread.run_sync(self._check_sync, workflow_id)
+        return notes
+
+    def _check_sync(
+        self, workflow_id: str | None
+    ) -> tuple[list[tuple[str, int, str]], list[tuple[str, int, str]]]:
         if workflow_id is not None:
             pairs = [(workflow_id, self._log_path(workflow_id))]
         else:
@@ -1320,17 +1460,25 @@ class FileStore(Store):
                 path = os.path.join(self._workflows_dir, name)
                 if name.endswith(LOG_SUFFIX) and path not in listed:
                     pairs.append((name, path))
+        overlay = self._journal_overlay() or {}
         problems: list[tuple[str, int, str]] = []
+        notes: list[tuple[str, int, str]] = []
         for wid, path in pairs:
             buf = _read_file(path)
             if buf is not None:
-                problems.extend(_check_log(wid, os.path.basename(path), buf))
-        return problems
+                found, noted = _check_log(wid, os.path.basename(path), buf, overlay.get(wid))
+                problems.extend(found)
+                notes.extend(noted)
+        return problems, notes
 
 
-def _check_log(workflow_id: str, name: str, buf: bytes) -> list[tuple[str, int, str]]:
+def _check_log(
+    workflow_id: str, name: str, buf: bytes, overlay: _Overlay | None
+) -> tuple[list[tuple[str, int, str]], list[tuple[str, int, str]]]:
+    """The problems and the notes (see FileStore.notes) of one log."""
     scan = _scan_log(buf)
     problems: list[tuple[str, int, str]] = []
+    notes: list[tuple[str, int, str]] = []
     if scan.workflow_id is not None and log_file_name(scan.workflow_id) != name:
         problems.append((workflow_id, len(LOG_MAGIC), f"header names workflow {scan.workflow_id!r}"))
     expected = 1
@@ -1345,7 +1493,27 @@ def _check_log(workflow_id: str, name: str, buf: bytes) -> list[tuple[str, int, 
         expected = event.seq + 1
     if scan.damage is not None:
         problems.append((workflow_id, *scan.damage))
-    return problems
+        return problems, notes
+    journaled = _journaled_seqs(overlay)
+    if scan.tail_damage is not None:
+        pos, what = scan.tail_damage
+        if expected in journaled:
+            notes.append((workflow_id, pos, f"{what}; the journal holds its event: a writer restores it"))
+        else:
+            problems.append((workflow_id, pos, what))
+    elif not scan.events.starts and not journaled:
+        what = (
+            "the log holds no event (what a crash between creating it and writing its first "
+            "event leaves): a writer opening the store removes it"
+        )
+        notes.append((workflow_id, 0, what))
+    elif scan.good_end < len(buf):
+        what = (
+            f"incomplete last record ({len(buf) - scan.good_end} bytes, a write cut short): a writer "
+            "opening the store cuts it (and redoes it from the journal if it was acknowledged)"
+        )
+        notes.append((workflow_id, scan.good_end, what))
+    return problems, notes
 
 
 # -- lock and file helpers (worker threads only) ---------------------------------------------
@@ -1376,6 +1544,10 @@ def _acquire_lock(lock_path: str, store_path: str, owner_id: str | None) -> int:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _file_id(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 def _read_holder(fd: int) -> tuple[int, str | None] | None:
@@ -1445,6 +1617,40 @@ def _gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def _journaled_seqs(overlay: _Overlay | None) -> set[int]:
+    """The seqs a dead writer's journal holds for a workflow (none when it deletes it)."""
+    seqs: set[int] = set()
+    for payload in overlay.events if overlay is not None and not overlay.reset else ():
+        with contextlib.suppress(msgspec.DecodeError):
+            seqs.add(_seq_of(payload))
+    return seqs
+
+
+def _lists_log(workflow_id: str, path: str) -> bool:
+    """Whether a reader lists a log: it holds an event, or damage to report. Not a log that
+    is what a crash between its creation and its first write leaves (0 bytes, a torn
+    header or first event), which holds no acknowledged event and a writer removes."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        header = len(_log_header(workflow_id))
+        head = os.pread(fd, FRAME_HEADER.size, header)
+    finally:
+        os.close(fd)
+    if len(head) == FRAME_HEADER.size:
+        length, _ = FRAME_HEADER.unpack(head)
+        if length and header + FRAME_HEADER.size + length <= size:
+            return True  # a complete first record: the common case, decided by one read
+    buf = _read_file(path)
+    if buf is None:
+        return False
+    scan = _scan_log(buf)
+    return bool(scan.events.starts) or scan.damage is not None or scan.tail_damage is not None
 
 
 def _read_header_id(path: str) -> str | None:
@@ -1538,10 +1744,30 @@ def _syncfs_dir(path: str) -> bool:
     raise OSError(err, os.strerror(err), path)
 
 
-def _write_error(url: str, what: str, exc: BaseException) -> StoreError:
-    error = StoreError(
-        f"{url}: {what} failed ({exc}); the store refuses further writes: close it and open it "
-        "again to recover from its journal"
-    )
+def _write_error(url: str, what: str, exc: BaseException, path: str | None = None) -> StoreError:
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL and path is not None:
+        what = f"the disk is full: {what} failed ({exc}; {_free_bytes_at(path)} bytes free on {path})"
+        then = "free some space, then close the store and open it again to recover from its journal"
+    else:
+        what = f"{what} failed ({exc})"
+        then = "close it and open it again to recover from its journal"
+    error = StoreError(f"{url}: {what}; the store refuses further writes: {then}")
     error.__cause__ = exc
     return error
+
+
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _free_bytes(fd: int) -> int:
+    """Bytes an unprivileged process may still allocate on the file system of ``fd``."""
+    st = os.fstatvfs(fd)
+    return st.f_bavail * st.f_frsize
+
+
+def _free_bytes_at(path: str) -> int | str:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return "?"
+    return st.f_bavail * st.f_frsize

@@ -6,7 +6,6 @@ Every state change is an event in the workflow's log; status, metadata and stats
 folded from that log (``evflow.replay``).
 """
 
-from ._actor import virtual_actor as virtual_actor
 from ._api import WorkflowHandle as WorkflowHandle
 from ._api import attach_metadata as attach_metadata
 from ._api import cancel as cancel
@@ -19,7 +18,6 @@ from ._api import list_all as list_all
 from ._api import resume as resume
 from ._api import resume_all as resume_all
 from ._api import resume_async as resume_async
-from ._engine import Engine as Engine
 from ._errors import CorruptLogError as CorruptLogError
 from ._errors import EvflowError as EvflowError
 from ._errors import NoEngineError as NoEngineError
@@ -41,6 +39,8 @@ from ._replay import read_events as read_events
 from ._step import Node as Node
 from ._step import StepFunction as StepFunction
 from ._step import step as step
+from .actors import virtual_actor as virtual_actor
+from .engine import Engine as Engine
 from .stores import Store as Store
 
 __version__ = "0.1.0"

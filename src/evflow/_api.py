@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from ._context import current_engine, current_step
 from ._projection import WorkflowStatus
 from ._step import validate_metadata
+from .engine import WorkflowHandle
 
 if TYPE_CHECKING:
-    from ._engine import Engine, StatusFilter
+    from .engine import StatusFilter
 
 __all__ = [
     "WorkflowHandle",
@@ -26,38 +26,6 @@ __all__ = [
     "resume_all",
     "resume_async",
 ]
-
-
-class WorkflowHandle:
-    """A started workflow: ``await handle`` (or ``await handle.result()``) gives its output."""
-
-    __slots__ = ("_engine", "workflow_id")
-
-    def __init__(self, workflow_id: str, engine: Engine) -> None:
-        self.workflow_id = workflow_id
-        self._engine = engine
-
-    def __repr__(self) -> str:
-        return f"<WorkflowHandle {self.workflow_id!r}>"
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self.result().__await__()
-
-    async def result(self) -> Any:
-        """Wait for the workflow to end and return its output (raises as ``run`` does)."""
-        return await self._engine.get_output(self.workflow_id)
-
-    async def cancel(self) -> None:
-        """Cancel the workflow."""
-        await self._engine.cancel(self.workflow_id)
-
-    async def status(self) -> WorkflowStatus:
-        """The workflow's status now."""
-        return await self._engine.get_status(self.workflow_id)
-
-    async def metadata(self) -> dict[str, Any]:
-        """The workflow's metadata now."""
-        return await self._engine.get_metadata(self.workflow_id)
 
 
 async def get_output(workflow_id: str, *, name: str | None = None) -> Any:

@@ -24,6 +24,8 @@ from typing import Any
 
 import msgspec
 
+from ._errors import StepError
+from ._errors import UnencodableError as UnencodableError
 from ._events import AnyEvent, ErrorInfo, Event
 
 __all__ = [
@@ -103,10 +105,6 @@ def iter_frames(buf: bytes | memoryview, start: int = 0) -> Iterator[tuple[int, 
 
 
 # -- user values -------------------------------------------------------------------------
-
-
-class UnencodableError(TypeError):
-    """A value can be neither msgpack-encoded nor pickled (or pickling is refused)."""
 
 
 class Ref:
@@ -357,8 +355,6 @@ def exception_from_info(info: ErrorInfo, *, allow_pickle: bool = True) -> BaseEx
     With ``allow_pickle=False`` the log is not trusted: nothing is unpickled and no module
     is imported, so the type is rebuilt only from builtins and classes already imported.
     """
-    from ._errors import StepError
-
     if info.pickled is not None and allow_pickle:
         try:
             exc = pickle.loads(info.pickled)

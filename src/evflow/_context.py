@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import NoEngineError
 
-if TYPE_CHECKING:
-    from ._engine import Engine
+if TYPE_CHECKING:  # the engine imports this module: name its type only for the checker
+    from .engine import Engine
 
-__all__ = ["StepContext", "current_engine", "current_step", "open_engines"]
+__all__ = ["StepContext", "StepHost", "current_engine", "current_step", "open_engines"]
 
 _current_engine: ContextVar[Engine | None] = ContextVar("evflow_current_engine", default=None)
 
@@ -18,12 +18,25 @@ _current_engine: ContextVar[Engine | None] = ContextVar("evflow_current_engine",
 open_engines: list[Engine] = []
 
 
+class StepHost(Protocol):
+    """What a running step needs of the engine that runs it (``attach_metadata``)."""
+
+    @property
+    def loop_token(self) -> Any: ...
+
+    def in_event_loop_thread(self) -> bool: ...
+
+    def attach_metadata_nowait(
+        self, workflow_id: str, step: str | None, metadata: dict[str, Any]
+    ) -> None: ...
+
+
 class StepContext:
     """Where a running step is: its engine, workflow and name."""
 
     __slots__ = ("engine", "name", "workflow_id")
 
-    def __init__(self, engine: Engine, workflow_id: str, name: str) -> None:
+    def __init__(self, engine: StepHost, workflow_id: str, name: str) -> None:
         self.engine = engine
         self.workflow_id = workflow_id
         self.name = name

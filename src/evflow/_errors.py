@@ -11,23 +11,29 @@
     ├── WorkflowNotRunningError
     ├── NoEngineError (RuntimeError)
     ├── StepError                      a recorded exception whose type cannot be rebuilt
+    ├── UnencodableError (TypeError)   a value neither msgpack nor (allowed) pickle can record
+    ├── BadExportError (ValueError)    ``evflow import`` input that is not an export
     └── StoreError
         ├── StoreLockedError           another live process writes this store
         ├── CorruptLogError            a damaged record (names workflow and position)
+        │   └── LogFoldError           intact records whose events do not fold (names the seq)
         └── SequenceConflictError      an append whose sequence number is already taken
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BadExportError",
     "CorruptLogError",
     "EvflowError",
+    "LogFoldError",
     "NoEngineError",
     "SequenceConflictError",
     "StepError",
     "StepNotFoundError",
     "StoreError",
     "StoreLockedError",
+    "UnencodableError",
     "WorkflowCancellationError",
     "WorkflowExecutionError",
     "WorkflowNotFoundError",
@@ -117,6 +123,14 @@ class StepError(EvflowError):
         self.traceback = traceback
 
 
+class UnencodableError(EvflowError, TypeError):
+    """A value can be neither msgpack-encoded nor pickled (or pickling is refused)."""
+
+
+class BadExportError(EvflowError, ValueError):
+    """The input of ``evflow import`` is not an export: names the file and line."""
+
+
 class StoreError(EvflowError):
     """The store could not do what was asked."""
 
@@ -142,6 +156,16 @@ class CorruptLogError(StoreError):
         self.workflow_id = workflow_id
         self.position = position
         self.what = what
+
+
+class LogFoldError(CorruptLogError):
+    """A log whose records are intact but whose events do not fold (``seq`` names the
+    offending event; ``position`` is 0: the fault is not at a byte)."""
+
+    def __init__(self, workflow_id: str, seq: int, what: str) -> None:
+        super().__init__(workflow_id, 0, what)
+        self.seq = seq
+        self.args = (f"workflow {workflow_id!r}: the log does not fold at seq {seq}: {what}",)
 
 
 class SequenceConflictError(StoreError):

@@ -12,7 +12,7 @@ sets. A workflow the log says is RUNNING but which no live engine owns reports R
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -40,6 +40,7 @@ __all__ = [
     "WorkflowStatus",
     "allocate_names",
     "apply",
+    "fold",
     "replay",
 ]
 
@@ -421,6 +422,32 @@ def _apply_started(state: WorkflowState, event: WorkflowStarted) -> None:
     state.failed_step = None
 
 
+def fold(
+    state: WorkflowState | None,
+    events: Iterable[Event],
+    as_of: int | None = None,
+    *,
+    on_error: Callable[[Event, Exception], Exception] | None = None,
+) -> WorkflowState | None:
+    """Apply ``events`` in order to ``state`` (None: from the first event), stopping
+    after ``seq == as_of`` when given; return the state (None if no event was folded).
+
+    The one fold driver: ``replay``, the engine and the read-only tools all use it.
+    An event that cannot follow the state raises ``ValueError``/``LookupError``, or
+    ``on_error(event, exc)`` when given (tools use it to name the workflow and seq).
+    """
+    for event in events:
+        if as_of is not None and event.seq > as_of:
+            break
+        try:
+            state = apply(state, event)
+        except (ValueError, LookupError) as exc:
+            if on_error is None:
+                raise
+            raise on_error(event, exc) from exc
+    return state
+
+
 def replay(events: Iterable[Event], as_of: int | None = None, *, live: bool = True) -> WorkflowState:
     """Fold a workflow's events (only those with ``seq <= as_of`` when given).
 
@@ -428,11 +455,7 @@ def replay(events: Iterable[Event], as_of: int | None = None, *, live: bool = Tr
     log leaves RUNNING reports RESUMABLE, as read-only tools show it when no engine runs.
     Raises ``ValueError`` for an empty or malformed log.
     """
-    state: WorkflowState | None = None
-    for event in events:
-        if as_of is not None and event.seq > as_of:
-            break
-        state = apply(state, event)
+    state = fold(None, events, as_of)
     if state is None:
         raise ValueError("no events to replay" + (f" with seq <= {as_of}" if as_of is not None else ""))
     state.live = live

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 
 import anyio
 
-from ._errors import CorruptLogError, WorkflowNotFoundError
+from ._errors import LogFoldError, WorkflowNotFoundError
 from ._events import AnyEvent, Event
-from ._projection import WorkflowState, WorkflowStatus, apply
+from ._liveness import owner_is_live
+from ._projection import WorkflowState, WorkflowStatus
+from ._projection import fold as fold_events
 from ._step import validate_workflow_id
 from .stores import Store
 from .stores._open import open_store
@@ -29,7 +31,6 @@ __all__ = [
     "fold",
     "load_events",
     "open_reader",
-    "owner_alive",
     "read_events",
 ]
 
@@ -70,11 +71,7 @@ async def load_events(store: Store, workflow_id: str, after: int = 0) -> list[An
 def fold(workflow_id: str, events: list[AnyEvent], as_of: int | None = None, *, live: bool) -> WorkflowState:
     """``replay`` that reports a log which does not fold as ``LogFoldError`` (a
     ``CorruptLogError`` naming the offending event's seq)."""
-    state: WorkflowState | None = None
-    for event in events:
-        if as_of is not None and event.seq > as_of:
-            break
-        state = _apply(workflow_id, state, event)
+    state = fold_events(None, events, as_of, on_error=_fold_error(workflow_id))
     if state is None:
         what = f"no events with seq <= {as_of}" if as_of is not None else "empty log"
         raise LogFoldError(workflow_id, 0, what)
@@ -82,33 +79,11 @@ def fold(workflow_id: str, events: list[AnyEvent], as_of: int | None = None, *, 
     return state
 
 
-async def owner_alive(store: Store, state: WorkflowState) -> bool:
-    """The ``live`` flag for a folded workflow: whether the engine that runs it (the
-    ``owner`` of its latest ``WorkflowStarted``) is alive and using the store now.
+def _fold_error(workflow_id: str) -> Callable[[Event, Exception], Exception]:
+    def error(event: Event, exc: Exception) -> Exception:
+        return LogFoldError(workflow_id, event.seq, f"{type(event).__name__}: {exc}")
 
-    Only a run the log leaves going needs it; a RUNNING workflow whose owner is gone is
-    RESUMABLE, as an engine opened now would report it.
-    """
-    if state.run_status is not WorkflowStatus.RUNNING and not state.actor_calls:
-        return False
-    return await store.owner_alive(state.owner)
-
-
-class LogFoldError(CorruptLogError):
-    """A log whose records are intact but whose events do not fold (``seq`` names the
-    offending event; ``position`` is 0: the fault is not at a byte)."""
-
-    def __init__(self, workflow_id: str, seq: int, what: str) -> None:
-        super().__init__(workflow_id, 0, what)
-        self.seq = seq
-        self.args = (f"workflow {workflow_id!r}: the log does not fold at seq {seq}: {what}",)
-
-
-def _apply(workflow_id: str, state: WorkflowState | None, event: Event) -> WorkflowState:
-    try:
-        return apply(state, event)
-    except (ValueError, LookupError) as exc:
-        raise LogFoldError(workflow_id, event.seq, f"{type(event).__name__}: {exc}") from exc
+    return error
 
 
 class EventStream:
@@ -130,6 +105,7 @@ class EventStream:
         self._owns_store = not isinstance(storage, Store)
         self._buffer: deque[AnyEvent] = deque()
         self._state: WorkflowState | None = None
+        self._on_error = _fold_error(workflow_id)
         self._started = False
         self._done = False
 
@@ -188,10 +164,9 @@ class EventStream:
         await self._check_end(store)
 
     def _take(self, events: list[AnyEvent]) -> None:
-        for event in events:
-            self._state = _apply(self.workflow_id, self._state, event)
-            if event.seq > self._after:
-                self._buffer.append(event)
+        self._state = fold_events(self._state, events, on_error=self._on_error)
+        after = self._after
+        self._buffer.extend(event for event in events if event.seq > after)
 
     async def _check_end(self, store: Store) -> None:
         """The stream ends with the run, or when the log says running but the engine that
@@ -200,7 +175,7 @@ class EventStream:
         # The fold's live status (an actor with queued calls counts as running).
         self._state.live = True
         if self._state.status is WorkflowStatus.RUNNING:
-            if await owner_alive(store, self._state):
+            if await owner_is_live(store, self._state):
                 return
             # The owner may have appended more before it stopped: take them, then end.
             self._take(await store.read(self.workflow_id, self._state.last_seq))

@@ -9,9 +9,11 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from ._codec import import_object, import_path
+from ._context import current_engine
+from ._events import StepOptions, StepSpec
 
 if TYPE_CHECKING:
-    from ._api import WorkflowHandle
+    from .engine import WorkflowHandle
 
 __all__ = [
     "DEFAULT_OPTIONS",
@@ -21,6 +23,7 @@ __all__ = [
     "iter_nodes",
     "resolve_step_function",
     "step",
+    "step_spec",
     "validate_metadata",
     "validate_options",
     "validate_workflow_id",
@@ -125,6 +128,28 @@ def validate_options(options: dict[str, Any], where: str) -> dict[str, Any]:
         if flag in out and not isinstance(out[flag], bool):
             raise ValueError(f"{where}: {flag} must be a bool, got {out[flag]!r}")
     return out
+
+
+def step_spec(name: str, func: str, args: bytes, options: dict[str, Any], deps: list[str]) -> StepSpec:
+    """The recorded spec of step ``name``: ``options`` are its effective options (every
+    option with its default filled in, ``name`` the base name, ``step_type`` if not
+    ``"FUNCTION"``), ``args`` its encoded arguments, ``deps`` the steps they refer to."""
+    return StepSpec(
+        name=name,
+        func=func,
+        args=args,
+        deps=deps,
+        user_metadata=options["metadata"],
+        options=StepOptions(
+            name=options["name"],
+            step_type=options.get("step_type", "FUNCTION"),
+            max_retries=options["max_retries"],
+            retry_delay=options["retry_delay"],
+            catch_exceptions=options["catch_exceptions"],
+            timeout=options["timeout"],
+            checkpoint=options["checkpoint"],
+        ),
+    )
 
 
 def default_step_name(func: Callable[..., Any]) -> str:
@@ -240,16 +265,12 @@ class Node:
         Raises ``WorkflowExecutionError`` (the step's exception as ``__cause__``) on
         failure and ``WorkflowCancellationError`` if canceled.
         """
-        from ._context import current_engine
-
         return await current_engine().run(self, workflow_id, metadata=metadata)
 
     async def run_async(
         self, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
     ) -> WorkflowHandle:
         """Start this DAG as a workflow; returns a handle once it is durably recorded."""
-        from ._context import current_engine
-
         return await current_engine().run_async(self, workflow_id, metadata=metadata)
 
 

@@ -12,8 +12,7 @@ from typing import Any
 import anyio
 
 from .._codec import VALUE_MSGPACK, decode_value
-from .._engine import Engine
-from .._errors import CorruptLogError, EvflowError
+from .._errors import CorruptLogError, EvflowError, LogFoldError
 from .._events import (
     ActorCallSubmitted,
     AnyEvent,
@@ -25,8 +24,10 @@ from .._events import (
     WorkflowFinished,
     WorkflowStarted,
 )
+from .._liveness import owner_is_live
 from .._projection import StepState, StepStatus, WorkflowState, WorkflowStatus
-from .._replay import LogFoldError, fold, load_events, open_reader, owner_alive, read_events
+from .._replay import fold, load_events, open_reader, read_events
+from ..engine import Engine
 from ._format import (
     Progress,
     error_text,
@@ -76,7 +77,7 @@ async def cmd_list(opts: Options, args: argparse.Namespace) -> int:
                 where = f"seq {exc.seq}" if isinstance(exc, LogFoldError) else f"byte {exc.position}"
                 warn(f"damaged: {wid} at {where}: {exc.what} (run `evflow verify {wid}`)")
                 continue
-            state.live = await owner_alive(store, state)
+            state.live = await owner_is_live(store, state)
             if wanted is None or state.status in wanted:
                 states.append(state)
     if opts.json:
@@ -105,7 +106,7 @@ async def _load(opts: Options, workflow_id: str, as_of: int | None = None) -> tu
         last_seq = events[-1].seq
         state = fold(workflow_id, events, as_of, live=True)
         if as_of is None or as_of >= last_seq:
-            state.live = await owner_alive(store, state)
+            state.live = await owner_is_live(store, state)
     return state, last_seq
 
 

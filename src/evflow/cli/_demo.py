@@ -14,9 +14,9 @@ import uuid
 from typing import Any
 
 from .. import _api
-from .._engine import Engine
 from .._projection import replay
 from .._step import Node, step
+from ..engine import Engine
 from ._commands import print_step_table, print_workflow, value_text
 from ._format import fmt_json, out, quote_id
 from ._options import Options

@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from .._errors import CorruptLogError
+from .._errors import BadExportError, CorruptLogError
 from .._events import AnyEvent, WorkflowStarted
 from .._replay import fold, load_events, open_reader
 from ..stores import Store
@@ -23,14 +23,10 @@ from ..stores._open import open_store
 from ._format import Progress, fmt_json, out, out_bytes, quote_id, warn
 from ._options import Options
 
-__all__ = ["BadExportError", "cmd_export", "cmd_import", "parse_export"]
+__all__ = ["cmd_export", "cmd_import", "parse_export"]
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyEvent)
-
-
-class BadExportError(ValueError):
-    """The input is not an export: names the file and line."""
 
 
 async def cmd_export(opts: Options, args: argparse.Namespace) -> int:

@@ -1,0 +1,42 @@
+"""The engine: a small core (``EngineCore``) that step kinds and services plug into, and
+the public ``Engine`` built on it (docs/architecture.md).
+
+Importing the package registers the ``FUNCTION`` step kind.
+"""
+
+from . import _function as _function  # registers the FUNCTION step kind
+from ._attempts import MAX_RETRY_DELAY as MAX_RETRY_DELAY
+from ._calls import call as call
+from ._calls import substitute as substitute
+from ._core import EngineCore as EngineCore
+from ._engine import Engine as Engine
+from ._engine import StatusFilter as StatusFilter
+from ._execution import Execution as Execution
+from ._handle import WorkflowControl as WorkflowControl
+from ._handle import WorkflowHandle as WorkflowHandle
+from ._kinds import PreparedStep as PreparedStep
+from ._kinds import StepKind as StepKind
+from ._kinds import StepKindFactory as StepKindFactory
+from ._kinds import WorkflowKindService as WorkflowKindService
+from ._kinds import register_step_kind as register_step_kind
+from ._kinds import register_workflow_kind as register_workflow_kind
+from ._run import LiveRun as LiveRun
+
+__all__ = [
+    "MAX_RETRY_DELAY",
+    "Engine",
+    "EngineCore",
+    "Execution",
+    "LiveRun",
+    "PreparedStep",
+    "StatusFilter",
+    "StepKind",
+    "StepKindFactory",
+    "WorkflowControl",
+    "WorkflowHandle",
+    "WorkflowKindService",
+    "call",
+    "register_step_kind",
+    "register_workflow_kind",
+    "substitute",
+]

@@ -1,0 +1,367 @@
+"""``evflow.Engine``: the engine's lifecycle and the section 3 API, built on the core."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, TypeVar
+
+import anyio
+
+from .. import _context
+from .._errors import (
+    SequenceConflictError,
+    WorkflowCancellationError,
+    WorkflowExecutionError,
+    WorkflowNotFoundError,
+    WorkflowNotRunningError,
+    WorkflowRunningError,
+)
+from .._events import FORMAT_VERSION, StepSpec, WorkflowCanceled, WorkflowStarted
+from .._projection import StepStatus, WorkflowState, WorkflowStatus
+from .._step import Node, validate_metadata, validate_workflow_id
+from ..stores import Store
+from ..stores._open import open_store
+from ._core import EngineCore
+from ._dags import record_dag
+from ._handle import WorkflowHandle
+
+__all__ = ["Engine", "StatusFilter"]
+
+S = TypeVar("S")
+
+StatusFilter = WorkflowStatus | str | Iterable[WorkflowStatus | str] | None
+
+
+class Engine:
+    """The workflow engine: ``async with evflow.Engine(storage) as engine: ...``.
+
+    ``storage``: a path or ``file://`` URL (embedded file log, the default),
+    ``memory://``, ``postgresql://...``, a ``Store``, or None for ``$EVFLOW_STORAGE``
+    else ``./.evflow``. ``durability="strict"`` (default) makes each step's output durable
+    (fsync, group-committed) before anything depending on it runs; ``"relaxed"`` skips the
+    fsync. ``allow_pickle=False`` refuses values msgpack cannot round-trip and treats a
+    log as untrusted data: nothing is unpickled and no module a log names is imported.
+
+    Entering opens the store, recovers state from the log and makes this the current
+    engine; leaving interrupts running workflows (they report RESUMABLE) and closes it.
+    """
+
+    def __init__(
+        self,
+        storage: str | os.PathLike[str] | Store | None = None,
+        *,
+        durability: Literal["strict", "relaxed"] = "strict",
+        allow_pickle: bool = True,
+    ) -> None:
+        if durability not in ("strict", "relaxed"):
+            raise ValueError(f"durability must be 'strict' or 'relaxed', not {durability!r}")
+        self.store: Store = open_store(storage, durability=durability)
+        #: This engine's id, recorded as the ``owner`` of every run it starts.
+        self.engine_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.store.owner_id = self.engine_id
+        self.allow_pickle = allow_pickle
+        self.durability = durability
+        self._core = EngineCore(self, self.store, engine_id=self.engine_id, allow_pickle=allow_pickle)
+        self._context_token: object = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the engine is between enter and exit."""
+        return self._core.is_open
+
+    async def __aenter__(self) -> Engine:
+        if self._core.is_open:
+            raise RuntimeError("this engine is already open")
+        await self._core.open()
+        self._context_token = _context.set_current_engine(self)
+        _context.open_engines.append(self)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Interrupt running workflows (they become RESUMABLE) and close the store."""
+        if not self._core.is_open:
+            return
+        if self in _context.open_engines:
+            _context.open_engines.remove(self)
+        _context.reset_current_engine(self._context_token)
+        await self._core.close()
+
+    @property
+    def loop_token(self) -> Any:
+        """The event loop this engine runs on (for calls from step threads)."""
+        return self._core.loop_token
+
+    def in_event_loop_thread(self) -> bool:
+        """Whether the caller runs on this engine's event loop thread."""
+        return self._core.in_event_loop_thread()
+
+    def service(self, cls: Callable[[EngineCore], S]) -> S:
+        """This engine's instance of the service ``cls`` (made on first use with the core)."""
+        return self._core.service(cls)
+
+    def _state(self, workflow_id: str) -> WorkflowState:
+        return self._core.state(workflow_id)
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    def attach_metadata_nowait(self, workflow_id: str, step: str | None, metadata: dict[str, Any]) -> None:
+        """Merge validated user metadata into a running step (or the workflow)."""
+        self._core.attach_metadata_nowait(workflow_id, step, metadata)
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def run(
+        self, node: Node, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
+    ) -> Any:
+        """Run a DAG as a workflow to the end and return its output (see ``Node.run``)."""
+        handle = await self.run_async(node, workflow_id, metadata=metadata)
+        return await handle.result()
+
+    async def run_async(
+        self, node: Node, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
+    ) -> WorkflowHandle:
+        """Start a DAG as a workflow; return its handle once it is durably recorded.
+
+        An id that exists never starts a second execution: a running workflow is attached
+        to, a SUCCESSFUL one gives its stored output, any other is resumed.
+        """
+        if not isinstance(node, Node):
+            raise TypeError(f"run_async needs a node from step.step(...), not {type(node).__name__}")
+        wid = validate_workflow_id(workflow_id) if workflow_id is not None else uuid.uuid4().hex
+        user_metadata = validate_metadata(metadata, f"workflow {wid!r}")
+        core = self._core
+        core.require_open()
+        if self.store.shared:
+            async with core.claim_lock:
+                if await core.sync_known(wid):
+                    return await self._resume_locked(wid)
+                specs, output = record_dag(None, node, allow_pickle=self.allow_pickle)
+                state = await core.append_then_fold(
+                    None, self._first_event(wid, output, specs, user_metadata)
+                )
+                if state is None:  # another engine created it meanwhile
+                    return await self._resume_locked(wid)
+                core.start_run(state)
+                return core.handle(wid)
+        if core.knows(wid):
+            return await self.resume_async(wid)
+        specs, output = record_dag(None, node, allow_pickle=self.allow_pickle)
+        state = core.create(self._first_event(wid, output, specs, user_metadata))
+        core.start_run(state)
+        await self.store.flush(wid)
+        return core.handle(wid)
+
+    def _first_event(
+        self, wid: str, output: str, specs: list[StepSpec], user_metadata: dict[str, Any]
+    ) -> WorkflowStarted:
+        return WorkflowStarted(
+            seq=1,
+            time=time.time(),
+            workflow_id=wid,
+            output=output,
+            steps=specs,
+            user_metadata=user_metadata,
+            owner=self.engine_id,
+            version=FORMAT_VERSION,
+        )
+
+    # -- queries and management -------------------------------------------------------------
+
+    async def get_status(self, workflow_id: str) -> WorkflowStatus:
+        """The workflow's status now; raises ``WorkflowNotFoundError``."""
+        return (await self._core.sync(workflow_id)).status
+
+    async def get_metadata(self, workflow_id: str, name: str | None = None) -> dict[str, Any]:
+        """Metadata of the workflow, or of its step ``name`` (served from memory)."""
+        return (await self._core.sync(workflow_id)).metadata(name)
+
+    async def list_all(self, status_filter: StatusFilter = None) -> list[tuple[str, WorkflowStatus]]:
+        """``[(workflow_id, status)]``, optionally only those with the given status(es)."""
+        wanted = _status_set(status_filter)
+        core = self._core
+        if self.store.shared:
+            for wid in await self.store.list_workflows():
+                if core.run_of(wid) is None:
+                    await core.sync_known(wid)
+        out = []
+        for wid, state in core.states():
+            status = state.status
+            if wanted is None or status in wanted:
+                out.append((wid, status))
+        return out
+
+    async def get_output(self, workflow_id: str, *, name: str | None = None) -> Any:
+        """Wait for the workflow (or its step ``name``) to end and return its value.
+
+        Raises as ``run`` does; a RESUMABLE workflow raises ``WorkflowNotRunningError``.
+        """
+        core = self._core
+        while True:
+            state = await core.sync(workflow_id)
+            if name is not None:
+                step = state.step(name)
+                known, value = core.step_value(state, name)
+                if known:
+                    return value
+                if step.status is StepStatus.FAILED:
+                    raise core.failure(state, step)
+            status = state.status
+            running_here = core.run_of(workflow_id) is not None
+            if status is not WorkflowStatus.RUNNING and running_here:
+                # the end is folded; return only once it is durable
+                await core.settle(workflow_id)
+                continue
+            if status is WorkflowStatus.SUCCESSFUL:
+                if name is None:
+                    return core.output_value(state)
+                raise WorkflowExecutionError(
+                    workflow_id, name, "the step's output was not checkpointed (checkpoint=False)"
+                )
+            if status is WorkflowStatus.FAILED:
+                raise core.failure(state, None)
+            if status is WorkflowStatus.CANCELED:
+                raise WorkflowCancellationError(workflow_id)
+            if status is WorkflowStatus.RESUMABLE:
+                raise WorkflowNotRunningError(workflow_id, status.value) from core.lost_cause(workflow_id)
+            if self.store.shared and not running_here:
+                # run by another engine: its events arrive through the store
+                with anyio.move_on_after(1.0):
+                    await self.store.wait_for_events(workflow_id, state.last_seq)
+            else:
+                await core.wait_change(workflow_id)
+
+    async def resume(self, workflow_id: str) -> Any:
+        """Re-run what has no checkpointed output and return the output (see ``resume_async``)."""
+        handle = await self.resume_async(workflow_id)
+        return await handle.result()
+
+    async def resume_async(self, workflow_id: str) -> WorkflowHandle:
+        """Resume a FAILED, RESUMABLE or CANCELED workflow; return its handle.
+
+        A SUCCESSFUL one is left as it is (its handle gives the stored output), a running
+        one is attached to, never run twice.
+        """
+        core = self._core
+        core.require_open()
+        if self.store.shared:
+            async with core.claim_lock:
+                await core.sync_known(workflow_id)
+                return await self._resume_locked(workflow_id)
+        return await self._resume_locked(workflow_id)
+
+    async def _resume_locked(self, workflow_id: str) -> WorkflowHandle:
+        core = self._core
+        await core.settle(workflow_id)
+        state = core.state(workflow_id)
+        service = core.workflow_service(state.kind)
+        if service is not None:  # an actor may have calls waiting even when SUCCESSFUL in the log
+            return await service.resume(state)
+        if core.run_of(workflow_id) is not None or state.status in (
+            WorkflowStatus.SUCCESSFUL,
+            WorkflowStatus.RUNNING,
+        ):
+            # running here or, on a shared store, in another live engine: attach to it
+            return core.handle(workflow_id)
+        if self.store.shared:
+            claim = WorkflowStarted(
+                seq=state.last_seq + 1,
+                time=time.time(),
+                workflow_id=workflow_id,
+                resume=True,
+                owner=self.engine_id,
+            )
+            if await core.append_then_fold(state, claim) is None:
+                return core.handle(workflow_id)  # another engine claimed it first: attach to that
+        else:
+            core.emit(state, (WorkflowStarted, {"workflow_id": workflow_id, "resume": True}))
+        core.start_run(state)
+        await self.store.flush(workflow_id)
+        return core.handle(workflow_id)
+
+    async def resume_all(self, include_failed: bool = False) -> list[tuple[str, WorkflowHandle]]:
+        """Resume every RESUMABLE (and, if asked, FAILED) workflow; never CANCELED ones."""
+        wanted = {WorkflowStatus.RESUMABLE} | ({WorkflowStatus.FAILED} if include_failed else set())
+        out = []
+        for wid, _status in await self.list_all(wanted):
+            out.append((wid, await self.resume_async(wid)))
+        return out
+
+    async def cancel(self, workflow_id: str) -> None:
+        """Stop the workflow's running steps and record it CANCELED.
+
+        RUNNING, RESUMABLE and FAILED become CANCELED; SUCCESSFUL and CANCELED stay.
+        """
+        core = self._core
+        state = await core.sync(workflow_id)
+        run = core.run_of(workflow_id)
+        if run is not None:
+            run.cancel_requested = True
+            run.scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await run.wait_done()
+        if state.run_status in (WorkflowStatus.SUCCESSFUL, WorkflowStatus.CANCELED):
+            return
+        # On a shared store this may be another engine's running workflow: that engine
+        # lets go of it at its next append, which the store refuses.
+        core.emit(state, (WorkflowCanceled, {}))
+        try:
+            await self.store.flush(workflow_id)
+        except SequenceConflictError:
+            core.refetch(workflow_id)
+            raise
+
+    async def delete(self, workflow_id: str) -> None:
+        """Remove the workflow and its log; its id can then be used afresh.
+
+        Raises ``WorkflowRunningError`` while it runs, ``WorkflowNotFoundError`` if unknown.
+        """
+        core = self._core
+        validate_workflow_id(workflow_id)
+        await core.settle(workflow_id)
+        if core.run_of(workflow_id) is not None:
+            raise WorkflowRunningError(workflow_id, "cancel it before deleting it")
+        if self.store.shared:
+            await core.sync_known(workflow_id)
+            state = core.find_state(workflow_id)
+            if state is not None and state.status is WorkflowStatus.RUNNING:
+                raise WorkflowRunningError(workflow_id, "another engine runs it; cancel it first")
+        if not core.knows(workflow_id):
+            raise WorkflowNotFoundError(workflow_id)
+        await self.store.delete(workflow_id)
+        core.forget(workflow_id)
+
+    async def get_actor(self, actor_id: str) -> Any:
+        """A handle on an existing virtual actor; raises ``WorkflowNotFoundError``, or
+        ``TypeError`` when the workflow is not an actor."""
+        state = self._core.state(actor_id)
+        service = self._core.workflow_service("actor")
+        if state.kind != "actor" or service is None:
+            raise TypeError(f"workflow {actor_id!r} is not a virtual actor")
+        return await service.open_handle(actor_id)
+
+
+def _status_set(status_filter: StatusFilter) -> set[WorkflowStatus] | None:
+    if status_filter is None:
+        return None
+    if isinstance(status_filter, str):
+        items: Iterable[WorkflowStatus | str] = [status_filter]
+    else:
+        items = status_filter
+    out = set()
+    for item in items:
+        try:
+            out.add(WorkflowStatus(item.upper() if isinstance(item, str) else item))
+        except ValueError:
+            raise ValueError(
+                f"unknown status {item!r}; expected one of {[s.value for s in WorkflowStatus]}"
+            ) from None
+    return out

@@ -9,18 +9,21 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 import cli_workflows
 import evflow
-from evflow._events import StepStarted, WorkflowStarted
+from evflow._events import AnyEvent, StepStarted, WorkflowStarted
 from evflow.cli._format import Progress
+from evflow.cli._transfer import parse_export
 from evflow.stores import FileStore
 from evflow.stores._file import _scan_log
 
@@ -592,6 +595,145 @@ def test_import_refuses_a_log_that_does_not_fold(populated: Populated, tmp_path:
     assert result.code == 1
     assert "does not follow" in result.err
     assert evflow_cli(tmp_path / "other", "list", "--json").json() == []
+
+
+def test_import_skip_existing(store: Path, tmp_path: Path) -> None:
+    before = evflow_cli(store, "export", "--all").stdout
+    ok = evflow_cli(store, "export", "ok").stdout
+    assert _split(before)["ok"] == ok
+    dump = tmp_path / "dump.jsonl"
+    dump.write_bytes(ok + _renamed(ok, "ok", "new"))
+    result = evflow_cli(store, "import", "--skip-existing", str(dump), "--json")
+    assert result.code == 0, result.err
+    n = len(ok.splitlines())
+    assert result.json() == [
+        {"workflow_id": "ok", "events": n, "skipped": True},
+        {"workflow_id": "new", "events": n, "skipped": False},
+    ]
+    assert evflow_cli(store, "export", "ok").stdout == ok
+    assert evflow_cli(store, "export", "new").stdout == _renamed(ok, "ok", "new")
+    again = evflow_cli(store, "import", "--skip-existing", str(dump))
+    assert again.code == 0, again.err
+    assert again.out.splitlines() == [
+        f"skipped ok ({n} events, already in the store)",
+        f"skipped new ({n} events, already in the store)",
+    ]
+    after = _split(evflow_cli(store, "export", "--all").stdout)
+    assert after == {**_split(before), "new": _renamed(ok, "ok", "new")}
+
+
+def test_import_skip_existing_refuses_a_differing_log(store: Path, tmp_path: Path) -> None:
+    before = evflow_cli(store, "export", "--all").stdout
+    ok = evflow_cli(store, "export", "ok").stdout
+    dump = tmp_path / "dump.jsonl"
+    dump.write_bytes(_retimed(ok, "ok") + _renamed(ok, "ok", "new"))
+    result = evflow_cli(store, "import", "--skip-existing", str(dump))
+    assert result.code == 1
+    assert result.err.splitlines() == [
+        "differs: ok (the store holds another log under this id; delete it first, or import into "
+        "another store)"
+    ]
+    assert evflow_cli(store, "export", "--all").stdout == before  # "new" was not imported either
+
+
+_decoder = msgspec.json.Decoder(AnyEvent)
+_encoder = msgspec.json.Encoder()
+
+
+def _renamed(export: bytes, old: str, new: str) -> bytes:
+    """The workflow ``old`` of an export, as workflow ``new``."""
+    [(_, events)] = [(wid, events) for wid, events in parse_export(export, "export") if wid == old]
+    return _encoded_as(events, new)
+
+
+def _split(export: bytes) -> dict[str, bytes]:
+    """Each workflow's lines of an export."""
+    return {wid: _encoded_as(events, wid) for wid, events in parse_export(export, "export")}
+
+
+def _encoded_as(events: list[AnyEvent], workflow_id: str) -> bytes:
+    renamed = [
+        msgspec.structs.replace(e, workflow_id=workflow_id) if isinstance(e, WorkflowStarted) else e
+        for e in events
+    ]
+    return b"".join(_encoder.encode(e) + b"\n" for e in renamed)
+
+
+def _retimed(export: bytes, workflow_id: str) -> bytes:
+    """The workflow of an export with its last event a second later: the same id, another log."""
+    [(_, events)] = [(wid, events) for wid, events in parse_export(export, "export") if wid == workflow_id]
+    events[-1] = msgspec.structs.replace(events[-1], time=events[-1].time + 1)
+    return _encoded_as(events, workflow_id)
+
+
+async def _stored_ids(storage: Path) -> set[str]:
+    if not await anyio.Path(storage).exists():
+        return set()
+    async with FileStore(storage, read_only=True) as reader:
+        return set(await reader.list_workflows())
+
+
+def _import_killed_mid_way(storage: Path, dump: Path, total: int) -> set[str] | None:
+    """Start ``evflow import DUMP``, SIGKILL it once some workflows are in the store; the
+    ids in the store after the kill, or None if it ended before (nothing to check)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evflow", "--storage", str(storage), "import", str(dump)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while proc.poll() is None and len(anyio.run(_stored_ids, storage)) < 10:
+            time.sleep(0.001)  # polling the store for progress; not a wait for a given time
+        proc.kill()
+    finally:
+        code = proc.wait(timeout=120)
+    if code != -9:
+        return None
+    imported = anyio.run(_stored_ids, storage)
+    return imported if len(imported) < total else None
+
+
+@pytest.mark.slow  # a real subprocess, killed
+def test_an_import_killed_mid_way_is_finished_by_skip_existing(populated: Populated, tmp_path: Path) -> None:
+    logs = parse_export(evflow_cli(populated.path, "export", "--all").stdout, "export")
+    total = 300
+    blocks = {f"w{i:04d}": _encoded_as(logs[i % len(logs)][1], f"w{i:04d}") for i in range(total)}
+    dump = tmp_path / "many.jsonl"
+    dump.write_bytes(b"".join(blocks.values()))
+    for attempt in range(3):  # an import may finish before the kill lands: then try again
+        storage = tmp_path / f"store-{attempt}"
+        imported = _import_killed_mid_way(storage, dump, total)
+        if imported is not None:
+            break
+    else:
+        pytest.fail("the import ended before it could be killed, three times")
+    assert imported  # it was killed after some were in, before all were
+    # Each workflow is wholly imported or absent: what is there is exactly the file's.
+    shown = evflow_cli(storage, "export", *sorted(imported))
+    assert shown.code == 0, shown.err
+    assert shown.stdout == b"".join(blocks[wid] for wid in sorted(imported))
+
+    # Without --skip-existing the import is refused, and writes nothing.
+    refused = evflow_cli(storage, "import", str(dump))
+    assert refused.code == 1
+    assert {line.split()[1] for line in refused.err.splitlines()} == imported
+    assert anyio.run(_stored_ids, storage) == imported
+
+    finished = evflow_cli(storage, "import", "--skip-existing", str(dump), "--json")
+    assert finished.code == 0, finished.err
+    assert {e["workflow_id"] for e in finished.json() if e["skipped"]} == imported
+    assert evflow_cli(storage, "export", "--all").stdout == dump.read_bytes()
+    assert evflow_cli(storage, "verify").code == 0
+
+    # A workflow whose log differs from the file's is refused, by id, and nothing is written.
+    assert evflow_cli(storage, "delete", "w0002").code == 0
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(b"".join(_retimed(b, w) if w == "w0001" else b for w, b in blocks.items()))
+    differs = evflow_cli(storage, "import", "--skip-existing", str(other))
+    assert differs.code == 1
+    assert [line.split()[:2] for line in differs.err.splitlines()] == [["differs:", "w0001"]]
+    assert "w0002" not in anyio.run(_stored_ids, storage)
 
 
 # -- through an engine: cancel / delete / resume ------------------------------------------------

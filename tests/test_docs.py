@@ -63,6 +63,58 @@ def test_the_tutorial_has_code() -> None:
     assert len(python_blocks(DOCS / "tutorial.md")) >= 8
 
 
+SH_FENCE = re.compile(r"^```sh[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+
+
+def install_line(page: Path) -> str:
+    """The page's one shell line that installs evflow from PyPI."""
+    lines = [
+        line
+        for block in SH_FENCE.findall(page.read_text())
+        for line in block.splitlines()
+        if "pip install" in line
+    ]
+    assert len(lines) == 1, f"{page.name}: expected one install line, found {lines}"
+    return lines[0]
+
+
+@pytest.mark.slow  # a fresh virtual environment, and pip
+@pytest.mark.timeout(900)
+def test_the_tutorial_runs_as_a_newcomer_runs_it(tmp_path: Path) -> None:
+    # The documented install line in a new venv (this checkout in place of the PyPI name),
+    # then the tutorial's blocks pasted into one script, run twice from the same directory.
+    page = DOCS / "tutorial.md"
+    line = install_line(page)
+    assert "'evflow[" in line, f"the install line should name the package on PyPI: {line}"
+    line = line.replace("'evflow[", f"'{ROOT}[")
+    env = {k: v for k, v in os.environ.items() if k not in ("EVFLOW_STORAGE", "PYTHONPATH", "VIRTUAL_ENV")}
+    # The newcomer's python3 is this interpreter.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    installed = subprocess.run(
+        ["bash", "-c", line],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert installed.returncode == 0, f"{line}\n{installed.stdout}\n{installed.stderr}"
+    (tmp_path / "tutorial.py").write_text(script_of(page))
+    for run in (1, 2):
+        proc = subprocess.run(
+            [str(tmp_path / ".venv" / "bin" / "python"), "tutorial.py"],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, f"run {run} of the tutorial failed:\n{proc.stdout}\n{proc.stderr}"
+        assert "squares:" in proc.stdout
+
+
 # -- the event-log format page ----------------------------------------------------------------------
 
 

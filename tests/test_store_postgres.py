@@ -355,11 +355,27 @@ async def test_listen_wakes_a_follower_on_another_engines_append(
             await reader.close()
 
 
-async def test_wait_for_events_returns_at_once_when_there_are_some(pg_dsn: str, schema: str) -> None:
+async def test_wait_for_events_returns_at_once_when_there_are_some(
+    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing wakes a waiter here but an append (polls and re-checks are an hour apart), as
+    # the other waiter shows: the first call returns only because it looks before it
+    # waits. Were it to wait first, it would hang until pytest-timeout stops the run.
+    monkeypatch.setattr(_postgres, "_LISTEN_RECHECK", 3600.0)
     store = PostgresStore(pg_dsn, schema=schema)
-    async with running(store):
+    async with running(store), anyio.create_task_group() as tg:
         await store.append("wf", [started(1), started(2)])
+        other_returned = anyio.Event()
+
+        async def wait_for_seq_3() -> None:
+            await store.wait_for_events("wf", 2, poll_interval=3600)
+            other_returned.set()
+
+        tg.start_soon(wait_for_seq_3)
         await store.wait_for_events("wf", 1, poll_interval=3600)
+        assert not other_returned.is_set()
+        await store.append("wf", [started(3)])
+        await other_returned.wait()
 
 
 async def test_writer_alive_while_an_engine_is_open(pg_dsn: str, schema: str) -> None:
@@ -460,12 +476,38 @@ async def test_flush_writes_itself_without_run_and_close_is_idempotent(pg_dsn: s
         await again.close()
 
 
+async def _refuses_use(store: PostgresStore) -> None:
+    with pytest.raises(StoreError, match="not open"):
+        store.append_nowait("wf", [started(1)])
+    with pytest.raises(StoreError, match="not open"):
+        await store.read("wf")
+    with pytest.raises(StoreError, match="not open"):
+        await store.list_workflows()
+
+
 async def test_close_without_open_or_run(pg_dsn: str, schema: str) -> None:
-    await PostgresStore(pg_dsn, schema=schema).close()
+    # close is a no-op on a store never opened, and on one already closed; a closed store
+    # refuses to be used, holds no writer registration, and can be opened again.
+    never = PostgresStore(pg_dsn, schema=schema)
+    await never.close()
+    await _refuses_use(never)
+    reader = PostgresStore(pg_dsn, schema=schema, read_only=True)
     store = PostgresStore(pg_dsn, schema=schema)
     await store.open()
-    await store.close()
-    await store.close()
+    await reader.open()
+    try:
+        assert await reader.writer_alive()
+        await store.close()
+        assert not await reader.writer_alive()
+        await store.close()
+        await _refuses_use(store)
+        async with running(store):
+            await store.append("wf", [started(1)])
+        async with running(never):
+            assert [e.seq for e in await never.read("wf")] == [1]
+        await _refuses_use(never)
+    finally:
+        await reader.close()
 
 
 # -- the store contract ----------------------------------------------------------------------

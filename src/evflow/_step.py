@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+import msgspec
+
 from ._codec import import_object, import_path
 from ._context import current_engine
 from ._events import StepOptions, StepSpec
@@ -64,6 +66,13 @@ def validate_metadata(metadata: Any, where: str) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: metadata must be JSON-serialisable: {exc}") from None
     copied: dict[str, Any] = json.loads(text)
+    try:
+        msgspec.msgpack.encode(copied)  # as the log holds it, so that no later write fails
+    except (OverflowError, UnicodeEncodeError) as exc:
+        raise ValueError(
+            f"{where}: metadata must be JSON that the event log can hold (integers from -2**63 "
+            f"to 2**64-1, text without lone surrogates): {exc}"
+        ) from None
     return copied
 
 

@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("import", _transfer.cmd_import, "add workflows from exported JSON lines")
     p.add_argument("files", nargs="+", metavar="FILE", help="a file written by export ('-' for stdin)")
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip workflows the store already has with the same log (finishes an interrupted "
+        "import); one whose log differs is still refused",
+    )
 
     command("demo", cmd_demo, "run a small real workflow and print its metadata")
     return parser

@@ -4,6 +4,11 @@ One event per line, as ``msgspec.json`` encodes the event struct (the ``type`` t
 bytes as base64). A file may hold several workflows one after the other: each begins
 with its ``WorkflowStarted`` of seq 1. Decoding a line with the ``AnyEvent`` union and
 encoding it again gives the same bytes, so export -> import -> export is byte-identical.
+
+Import appends each workflow with one ``Store.append`` (all its events, durable before the
+next workflow starts), which every store makes atomic: one journal entry in the file store,
+one transaction in PostgreSQL. So an import that is killed leaves each workflow wholly
+imported or absent, and ``--skip-existing`` finishes it.
 """
 
 from __future__ import annotations
@@ -90,7 +95,9 @@ async def cmd_import(opts: Options, args: argparse.Namespace) -> int:
         async with anyio.create_task_group() as tg:
             await tg.start(store.run)
             try:
-                code = await _append_all(store, workflows, as_json=opts.json)
+                code = await _append_all(
+                    store, workflows, as_json=opts.json, skip_existing=args.skip_existing
+                )
             finally:
                 closed = True
                 with anyio.CancelScope(shield=True):
@@ -103,23 +110,64 @@ async def cmd_import(opts: Options, args: argparse.Namespace) -> int:
     return code
 
 
-async def _append_all(store: Store, workflows: list[tuple[str, list[AnyEvent]]], *, as_json: bool) -> int:
+async def _append_all(
+    store: Store, workflows: list[tuple[str, list[AnyEvent]]], *, as_json: bool, skip_existing: bool
+) -> int:
     existing = set(await store.list_workflows())
-    taken = [wid for wid, _ in workflows if wid in existing]
-    if taken:
-        for wid in taken:
-            warn(f"exists: {quote_id(wid)} (delete it first, or import into another store)")
+    skipped: set[str] = set()
+    refused: list[str] = []
+    for workflow_id, events in workflows:
+        if workflow_id not in existing:
+            continue
+        wid = quote_id(workflow_id)
+        if not skip_existing:
+            refused.append(
+                f"exists: {wid} (delete it first, import into another store, or pass "
+                "--skip-existing to skip the workflows already imported)"
+            )
+            continue
+        try:
+            same = _encoded(await store.read(workflow_id)) == _encoded(events)
+        except CorruptLogError as exc:
+            refused.append(
+                f"differs: {wid}: its log in the store is damaged: {exc} (run evflow verify {wid})"
+            )
+            continue
+        if same:
+            skipped.add(workflow_id)
+        else:
+            refused.append(
+                f"differs: {wid} (the store holds another log under this id; delete it first, "
+                "or import into another store)"
+            )
+    if refused:
+        for line in refused:
+            warn(line)
         return 1
-    progress = Progress("importing", len(workflows))
+    progress = Progress("importing", len(workflows) - len(skipped))
     try:
         for workflow_id, events in workflows:
-            await store.append(workflow_id, events)
-            progress.advance(workflow_id)
+            if workflow_id not in skipped:
+                await store.append(workflow_id, events)
+                progress.advance(workflow_id)
     finally:
         progress.close()
     if as_json:
-        out(fmt_json([{"workflow_id": wid, "events": len(events)} for wid, events in workflows]))
+        out(
+            fmt_json(
+                [
+                    {"workflow_id": wid, "events": len(events), "skipped": wid in skipped}
+                    for wid, events in workflows
+                ]
+            )
+        )
     else:
         for workflow_id, events in workflows:
-            out(f"imported {quote_id(workflow_id)} ({len(events)} events)")
+            verb = "skipped" if workflow_id in skipped else "imported"
+            note = ", already in the store" if workflow_id in skipped else ""
+            out(f"{verb} {quote_id(workflow_id)} ({len(events)} events{note})")
     return 0
+
+
+def _encoded(events: list[AnyEvent]) -> list[bytes]:
+    return [_encoder.encode(event) for event in events]

@@ -36,6 +36,7 @@ from ._codec import (
 from ._errors import (
     CorruptLogError,
     SequenceConflictError,
+    StoreError,
     WorkflowCancellationError,
     WorkflowExecutionError,
     WorkflowNotFoundError,
@@ -512,6 +513,7 @@ class Engine:
                     await self.store.append(wid, [first])
                 except SequenceConflictError:  # another engine created it meanwhile
                     self._stale.add(wid)
+                    await self._sync_known(wid)
                     return await self._resume_locked(wid)
                 state = self._states[wid] = apply(None, first)
                 self._start(state)
@@ -714,8 +716,9 @@ class Engine:
     # -- queries and management -------------------------------------------------------------
 
     async def _sync(self, workflow_id: str) -> WorkflowState:
-        """The workflow's state, first brought up to date with a shared store."""
-        if self.store.shared and workflow_id not in self._runs:
+        """The workflow's state, first brought up to date with a shared store (or with any
+        store whose write of it failed)."""
+        if (self.store.shared or workflow_id in self._stale) and workflow_id not in self._runs:
             await self._sync_known(workflow_id)
         return self._state(workflow_id)
 
@@ -921,16 +924,23 @@ class Engine:
             run.scope.cancel()
             with anyio.CancelScope(shield=True):
                 await run.wait_done()
-        if state.run_status in (WorkflowStatus.SUCCESSFUL, WorkflowStatus.CANCELED):
-            return
-        # On a shared store this may be another engine's running workflow: that engine
-        # lets go of it at its next append, which the store refuses.
-        self._emit(state, (WorkflowCanceled, {}))
-        try:
-            await self.store.flush(workflow_id)
-        except SequenceConflictError:
-            self._stale.add(workflow_id)
-            raise
+            state = await self._sync(workflow_id)  # the run may have let go of it
+        while state.run_status not in (WorkflowStatus.SUCCESSFUL, WorkflowStatus.CANCELED):
+            # On a shared store this may be another engine's running workflow: that engine
+            # lets go of it at its next append, which the store refuses.
+            try:
+                self._emit(state, (WorkflowCanceled, {}))
+                await self.store.flush(workflow_id)
+                return
+            except SequenceConflictError:
+                # That engine appended first (a StepStarted, its end, a resume's claim):
+                # read what the log says now and judge again. Each conflict means the log
+                # grew, so this ends once the running engine's next append is refused.
+                self._stale.add(workflow_id)
+            except StoreError:
+                self._stale.add(workflow_id)  # what was folded may not be in the store
+                raise
+            state = await self._sync(workflow_id)
 
     async def delete(self, workflow_id: str) -> None:
         """Remove the workflow and its log; its id can then be used afresh.

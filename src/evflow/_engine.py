@@ -80,12 +80,14 @@ _EXECUTE_TASK_NAME = "evflow workflow"
 class _Run:
     """One live execution of a workflow in this engine."""
 
-    __slots__ = ("_done", "cancel_requested", "finished", "scope", "values", "workflow_id")
+    __slots__ = ("_done", "cancel_requested", "finished", "lost", "scope", "values", "workflow_id")
 
     def __init__(self, workflow_id: str) -> None:
         self.workflow_id = workflow_id
         self.scope = anyio.CancelScope()
         self.cancel_requested = False
+        #: Why the run must let go of the workflow at once (its start could not be written).
+        self.lost: Exception | None = None
         self.finished = False
         # Made only when someone waits: thousands of runs in flight stay small.
         self._done: Signal | None = None
@@ -496,7 +498,9 @@ class Engine:
         """Start a DAG as a workflow; return its handle once it is durably recorded.
 
         An id that exists never starts a second execution: a running workflow is attached
-        to, a SUCCESSFUL one gives its stored output, any other is resumed.
+        to, a SUCCESSFUL one gives its stored output, any other is resumed. Raises
+        ``WorkflowExecutionError`` (the ``StoreError`` as ``__cause__``) if the store
+        cannot record the start.
         """
         if not isinstance(node, Node):
             raise TypeError(f"run_async needs a node from step.step(...), not {type(node).__name__}")
@@ -515,6 +519,9 @@ class Engine:
                     self._stale.add(wid)
                     await self._sync_known(wid)
                     return await self._resume_locked(wid)
+                except StoreError as exc:  # whether it landed is unknown: read it next time
+                    self._stale.add(wid)
+                    raise self._store_failure(wid, exc) from exc
                 state = self._states[wid] = apply(None, first)
                 self._start(state)
                 return self._handle(wid)
@@ -522,10 +529,13 @@ class Engine:
             return await self.resume_async(wid)
         specs, output = self._record_dag(None, node)
         first = self._first_event(wid, output, specs, user_metadata)
-        self.store.append_nowait(wid, [first])
+        try:
+            self.store.append_nowait(wid, [first])
+        except StoreError as exc:  # nothing was queued: the workflow does not exist
+            raise self._store_failure(wid, exc) from exc
         state = self._states[wid] = apply(None, first)
         self._start(state)
-        await self.store.flush(wid)
+        await self._flush_start(wid)
         return self._handle(wid)
 
     def _first_event(
@@ -540,6 +550,30 @@ class Engine:
             user_metadata=user_metadata,
             owner=self.engine_id,
             version=FORMAT_VERSION,
+        )
+
+    async def _flush_start(self, workflow_id: str) -> None:
+        """Wait until a started run's WorkflowStarted is durable. If it cannot be written,
+        the run lets go of the workflow before it raises ``WorkflowExecutionError``."""
+        try:
+            await self.store.flush(workflow_id)
+        except StoreError as exc:
+            run = self._runs.get(workflow_id)
+            if run is not None:
+                run.lost = exc
+                run.scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await run.wait_done()
+            raise self._store_failure(workflow_id, exc) from exc
+
+    def _store_failure(self, workflow_id: str, exc: StoreError) -> WorkflowExecutionError:
+        """The error a caller waiting for a run gets when the store failed to record it."""
+        return WorkflowExecutionError(
+            workflow_id,
+            None,
+            f"the store could not record it ({exc}); once the store works again, "
+            f"evflow.resume({workflow_id!r}) continues it from what was recorded "
+            "(run it again if nothing was)",
         )
 
     def _handle(self, workflow_id: str) -> WorkflowHandle:
@@ -557,8 +591,10 @@ class Engine:
     async def _execute(self, state: WorkflowState, run: _Run) -> None:
         wid = state.workflow_id
         self._lost.pop(wid, None)
-        refold = False
+        let_go = False
         try:
+            if run.lost is not None:
+                raise run.lost
             with run.scope:
                 execution = _Execution(self, state, run)
                 assert state.output is not None
@@ -580,6 +616,8 @@ class Engine:
                     self._exceptions[wid] = cause
                     self._emit(state, (WorkflowFailed, {"error": info, "step": name}))
                 await self.store.flush(wid)
+            if run.lost is not None:  # the scope was cancelled by _flush_start
+                raise run.lost
             if run.cancel_requested and state.run_status is WorkflowStatus.RUNNING:
                 self._emit(state, (WorkflowCanceled, {}))
                 with anyio.CancelScope(shield=True):
@@ -587,23 +625,31 @@ class Engine:
         except Exception as exc:
             # The store failed (disk full, another engine appended to this workflow) or
             # a bug: this engine lets go of the workflow, which reports RESUMABLE.
-            while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
-                exc = exc.exceptions[0]
-            self._lost[wid] = exc
-            # What was folded may be ahead of the store: a shared store is re-read at the
-            # next question; otherwise a folded end is re-read below (a run that ended
-            # only in memory is RESUMABLE, not SUCCESSFUL). Both re-read by _sync_known.
-            refold = not self.store.shared and state.run_status is not WorkflowStatus.RUNNING
-            if self.store.shared or refold:
-                self._stale.add(wid)
+            self._lost[wid] = run.lost if run.lost is not None else _why_lost(exc)
+            # What was folded may be ahead of the store (events whose write failed, an end
+            # folded but not written): a shared store is re-read at the next question, any
+            # other right below, so that only what the store holds is reported (a run that
+            # ended only in memory is RESUMABLE, not SUCCESSFUL). Both by _sync_known.
+            self._stale.add(wid)
+            let_go = True
         finally:
             state.live = False
-            self._runs.pop(wid, None)
             try:
-                if refold:
+                if let_go:
+                    # The run stays in _runs until this is done, so that nobody resumes the
+                    # workflow meanwhile (they attach to this run and hear how it ended).
                     with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                        await self._sync_known(wid)  # else _lost keeps the cause
+                        # events queued before the failure are written (or refused) first,
+                        # so that the store and what is read back agree
+                        await self.store.flush(wid)
+                    if not self.store.shared:
+                        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                            await self._sync_known(wid)  # else _lost keeps the cause
             finally:
+                self._runs.pop(wid, None)
+                reread = self._states.get(wid)
+                if reread is not None:
+                    reread.live = False
                 run.set_done()
                 self._notify(wid)
 
@@ -795,7 +841,9 @@ class Engine:
     async def get_output(self, workflow_id: str, *, name: str | None = None) -> Any:
         """Wait for the workflow (or its step ``name``) to end and return its value.
 
-        Raises as ``run`` does; a RESUMABLE workflow raises ``WorkflowNotRunningError``.
+        Raises as ``run`` does; a RESUMABLE workflow raises ``WorkflowNotRunningError``,
+        unless this engine's run of it ended because the store failed:
+        ``WorkflowExecutionError`` with the ``StoreError`` as ``__cause__``.
         """
         while True:
             state = await self._sync(workflow_id)
@@ -810,9 +858,12 @@ class Engine:
                 if step.status is StepStatus.FAILED:
                     raise self._failure(state, step)
             status = state.status
-            if status is not WorkflowStatus.RUNNING and workflow_id in self._runs:
-                # the end is folded; return only once it is durable
-                await self._settle(workflow_id)
+            run = self._runs.get(workflow_id)
+            if status is not WorkflowStatus.RUNNING and run is not None:
+                # the end is folded, or the run is letting go of the workflow: answer once
+                # the run is done (its end durable, or the store re-read)
+                with anyio.CancelScope(shield=True):
+                    await run.wait_done()
                 continue
             if status is WorkflowStatus.SUCCESSFUL:
                 if name is None:
@@ -825,7 +876,11 @@ class Engine:
             if status is WorkflowStatus.CANCELED:
                 raise WorkflowCancellationError(workflow_id)
             if status is WorkflowStatus.RESUMABLE:
-                raise WorkflowNotRunningError(workflow_id, status.value) from self._lost.get(workflow_id)
+                lost = self._lost.get(workflow_id)
+                if isinstance(lost, StoreError) and _store_failed(lost):
+                    # this engine's run of it ended because the store failed
+                    raise self._store_failure(workflow_id, lost) from lost
+                raise WorkflowNotRunningError(workflow_id, status.value) from lost
             if self.store.shared and workflow_id not in self._runs:
                 # run by another engine: its events arrive through the store
                 with anyio.move_on_after(1.0):
@@ -871,6 +926,7 @@ class Engine:
             async with self._claim_lock:
                 await self._sync_known(workflow_id)
                 return await self._resume_locked(workflow_id)
+        await self._sync(workflow_id)  # re-reads a workflow whose last write failed
         return await self._resume_locked(workflow_id)
 
     async def _resume_locked(self, workflow_id: str) -> WorkflowHandle:
@@ -895,13 +951,21 @@ class Engine:
             except SequenceConflictError:  # another engine claimed it first: attach to that
                 self._stale.add(workflow_id)
                 return self._handle(workflow_id)
+            except StoreError as exc:  # whether it landed is unknown: read it next time
+                self._stale.add(workflow_id)
+                self._lost[workflow_id] = exc
+                raise self._store_failure(workflow_id, exc) from exc
             apply(state, claim)
             self._notify(workflow_id)
         else:
-            self._emit(state, (WorkflowStarted, {"workflow_id": workflow_id, "resume": True}))
+            try:
+                self._emit(state, (WorkflowStarted, {"workflow_id": workflow_id, "resume": True}))
+            except StoreError as exc:  # nothing was queued nor folded
+                self._lost[workflow_id] = exc
+                raise self._store_failure(workflow_id, exc) from exc
         self._exceptions.pop(workflow_id, None)
         self._start(state)
-        await self.store.flush(workflow_id)
+        await self._flush_start(workflow_id)
         return self._handle(workflow_id)
 
     async def resume_all(self, include_failed: bool = False) -> list[tuple[str, WorkflowHandle]]:
@@ -1039,6 +1103,24 @@ async def _call_limited(
             return await _call(func, is_async, args, kwargs, name, None)
     except TimeoutError:
         raise TimeoutError(f"step {name!r} timed out after {time_limit:g} s") from None
+
+
+def _store_failed(exc: BaseException) -> bool:
+    return isinstance(exc, StoreError) and not isinstance(exc, SequenceConflictError)
+
+
+def _why_lost(exc: Exception) -> Exception:
+    """What a run that let go of its workflow reports: from concurrent steps' errors, a
+    store failure if there is one (several steps may hit the same full disk)."""
+    while isinstance(exc, ExceptionGroup):
+        failed, _ = exc.split(_store_failed)
+        if failed is not None:
+            exc = failed.exceptions[0]
+        elif len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        else:
+            break
+    return exc
 
 
 def _status_set(status_filter: StatusFilter) -> set[WorkflowStatus] | None:

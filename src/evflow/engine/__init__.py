@@ -9,6 +9,7 @@ from ._attempts import MAX_RETRY_DELAY as MAX_RETRY_DELAY
 from ._calls import call as call
 from ._calls import substitute as substitute
 from ._core import EngineCore as EngineCore
+from ._core import is_store_failure as is_store_failure
 from ._engine import Engine as Engine
 from ._engine import StatusFilter as StatusFilter
 from ._execution import Execution as Execution
@@ -36,6 +37,7 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowKindService",
     "call",
+    "is_store_failure",
     "register_step_kind",
     "register_workflow_kind",
     "substitute",

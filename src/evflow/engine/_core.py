@@ -45,12 +45,12 @@ from .._events import (
     WorkflowFinished,
     WorkflowStarted,
 )
+from .._handle import WorkflowControl, WorkflowHandle
 from .._liveness import owner_is_live
 from .._projection import StepState, WorkflowState, WorkflowStatus, apply, fold, replay
 from .._signal import Signal, new_signal
 from .._step import validate_workflow_id
 from ._execution import Execution
-from ._handle import WorkflowControl, WorkflowHandle
 from ._kinds import StepKind, WorkflowKindService, step_kind_factory, workflow_kind_service
 from ._run import LiveRun
 

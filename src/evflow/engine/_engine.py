@@ -22,15 +22,15 @@ from .._errors import (
     WorkflowRunningError,
 )
 from .._events import FORMAT_VERSION, StepSpec, WorkflowCanceled, WorkflowStarted
+from .._handle import WorkflowHandle
 from .._projection import StepStatus, WorkflowState, WorkflowStatus
 from .._step import Node, validate_metadata, validate_workflow_id
 from ..stores import Store
 from ..stores._open import open_store
 from ._core import EngineCore, is_store_failure
 from ._dags import record_dag
-from ._handle import WorkflowHandle
 
-__all__ = ["Engine", "StatusFilter"]
+__all__ = ["Engine", "StatusFilter", "current_engine"]
 
 S = TypeVar("S")
 
@@ -399,3 +399,11 @@ def _status_set(status_filter: StatusFilter) -> set[WorkflowStatus] | None:
                 f"unknown status {item!r}; expected one of {[s.value for s in WorkflowStatus]}"
             ) from None
     return out
+
+
+def current_engine() -> Engine:
+    """The engine of the enclosing ``async with Engine(...)`` block (see
+    ``_context.current_runner``); raises ``NoEngineError`` when there is none."""
+    engine = _context.current_runner()
+    assert isinstance(engine, Engine)  # only an Engine installs itself as current
+    return engine

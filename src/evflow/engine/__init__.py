@@ -15,6 +15,7 @@ from ._core import is_store_failure as is_store_failure
 from ._engine import Engine as Engine
 from ._engine import StatusFilter as StatusFilter
 from ._engine import current_engine as current_engine
+from ._engine import default_engine as default_engine
 from ._execution import Execution as Execution
 from ._kinds import PreparedStep as PreparedStep
 from ._kinds import StepKind as StepKind
@@ -39,6 +40,7 @@ __all__ = [
     "WorkflowKindService",
     "call",
     "current_engine",
+    "default_engine",
     "is_store_failure",
     "register_step_kind",
     "register_workflow_kind",

@@ -42,7 +42,8 @@ WAIT_MS = 30_000
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does it)", allow_module_level=True)
+    reason = f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does it)"
+    pytest.skip(reason, allow_module_level=True)
 
 expect = playwright_api.expect
 

@@ -25,7 +25,7 @@ def spans_from_log(events: Iterable[Event], tracer_provider: TracerProvider | No
     workflow, from its first event, is expected).
     """
     tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=tracer_provider)
-    builder = SpanBuilder(tracer)
+    builder = SpanBuilder(tracer, keep=True)
     state: WorkflowState | None = None
     for event in events:
         state = apply(state, event)

@@ -85,11 +85,13 @@ class SpanBuilder:
     Events of a run whose ``WorkflowStarted`` it was not told are ignored.
     """
 
-    def __init__(self, tracer: Tracer) -> None:
+    def __init__(self, tracer: Tracer, *, keep: bool = False) -> None:
         self.tracer = tracer
         self._runs: dict[str, _Run] = {}
-        #: Every span started, in order.
+        #: Every span started, in order, when ``keep`` (a live builder keeps none: it
+        #: would grow for as long as the engine runs).
         self.spans: list[Span] = []
+        self._keep = keep
 
     def event_folded(self, state: WorkflowState, event: Event) -> None:
         """Open or end the spans that ``event`` (just folded into ``state``) opens or ends."""
@@ -159,7 +161,8 @@ class SpanBuilder:
         # An empty context, not the current one: a run span is the root of its own trace
         # wherever the engine emits its WorkflowStarted, as when it is rebuilt from a log.
         span = self.tracer.start_span(name, context=Context(), attributes=attributes, start_time=t)
-        self.spans.append(span)
+        if self._keep:
+            self.spans.append(span)
         self._runs[state.workflow_id] = _Run(state, span, t)
 
     def _end_run(
@@ -208,7 +211,8 @@ class SpanBuilder:
             links=links,
             start_time=t,
         )
-        self.spans.append(span)
+        if self._keep:
+            self.spans.append(span)
         run.open_steps[event.name] = run.attempts[event.name] = span
 
     def _end_step(

@@ -11,6 +11,9 @@ from ._api import attach_metadata as attach_metadata
 from ._api import cancel as cancel
 from ._api import delete as delete
 from ._api import get_actor as get_actor
+from ._api import get_current_attempt as get_current_attempt
+from ._api import get_current_step_name as get_current_step_name
+from ._api import get_current_workflow_id as get_current_workflow_id
 from ._api import get_metadata as get_metadata
 from ._api import get_output as get_output
 from ._api import get_status as get_status
@@ -71,6 +74,9 @@ __all__ = [
     "cancel",
     "delete",
     "get_actor",
+    "get_current_attempt",
+    "get_current_step_name",
+    "get_current_workflow_id",
     "get_metadata",
     "get_output",
     "get_status",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._context import current_engine, current_step
+from ._context import current_engine, running_step
 from ._projection import WorkflowStatus
 from ._step import validate_metadata
 from .engine import WorkflowHandle
@@ -18,6 +18,9 @@ __all__ = [
     "cancel",
     "delete",
     "get_actor",
+    "get_current_attempt",
+    "get_current_step_name",
+    "get_current_workflow_id",
     "get_metadata",
     "get_output",
     "get_status",
@@ -83,9 +86,7 @@ def attach_metadata(metadata: dict[str, Any]) -> None:
 
     Raises ``RuntimeError`` outside a running step, ``ValueError`` for bad metadata.
     """
-    ctx = current_step.get()
-    if ctx is None:
-        raise RuntimeError("evflow.attach_metadata() can only be called inside a running step")
+    ctx = running_step("attach_metadata")
     checked = validate_metadata(metadata, f"attach_metadata in step {ctx.name!r}")
     engine = ctx.engine
     if engine.in_event_loop_thread():
@@ -96,3 +97,27 @@ def attach_metadata(metadata: dict[str, Any]) -> None:
         anyio.from_thread.run_sync(
             engine.attach_metadata_nowait, ctx.workflow_id, ctx.name, checked, token=engine.loop_token
         )
+
+
+def get_current_workflow_id() -> str:
+    """The id of the workflow whose step is running (sync or async); never blocks.
+
+    Raises ``RuntimeError`` outside a running step. With ``get_current_step_name`` it
+    makes an idempotency key for an external call that stays the same across retries
+    and resumes.
+    """
+    return running_step("get_current_workflow_id").workflow_id
+
+
+def get_current_step_name() -> str:
+    """The unique name of the running step; ``RuntimeError`` outside a running step."""
+    return running_step("get_current_step_name").name
+
+
+def get_current_attempt() -> int:
+    """The running step's attempt: 1 for the first, 2 for the first retry, ...
+
+    Counts within one execution (a resumed step starts again at 1, as ``StepStarted``
+    records it). Raises ``RuntimeError`` outside a running step.
+    """
+    return running_step("get_current_attempt").attempt

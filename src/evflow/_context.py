@@ -10,7 +10,7 @@ from ._errors import NoEngineError
 if TYPE_CHECKING:  # the engine imports this module: name its type only for the checker
     from .engine import Engine
 
-__all__ = ["StepContext", "StepHost", "current_engine", "current_step", "open_engines"]
+__all__ = ["StepContext", "StepHost", "current_engine", "current_step", "open_engines", "running_step"]
 
 _current_engine: ContextVar[Engine | None] = ContextVar("evflow_current_engine", default=None)
 
@@ -32,17 +32,31 @@ class StepHost(Protocol):
 
 
 class StepContext:
-    """Where a running step is: its engine, workflow and name."""
+    """Where a running step is: its engine, workflow, name and attempt (1 for the first).
 
-    __slots__ = ("engine", "name", "workflow_id")
+    One object per step execution, shared with the worker thread of a sync step (the
+    thread runs in a copy of the context, which holds this same object): the attempt
+    loop moves ``attempt`` on before each attempt starts.
+    """
 
-    def __init__(self, engine: StepHost, workflow_id: str, name: str) -> None:
+    __slots__ = ("attempt", "engine", "name", "workflow_id")
+
+    def __init__(self, engine: StepHost, workflow_id: str, name: str, attempt: int = 1) -> None:
         self.engine = engine
         self.workflow_id = workflow_id
         self.name = name
+        self.attempt = attempt
 
 
 current_step: ContextVar[StepContext | None] = ContextVar("evflow_current_step", default=None)
+
+
+def running_step(what: str) -> StepContext:
+    """The running step's context; ``RuntimeError`` naming ``what`` outside a step."""
+    ctx = current_step.get()
+    if ctx is None:
+        raise RuntimeError(f"evflow.{what}() can only be called inside a running step")
+    return ctx
 
 
 def current_engine() -> Engine:

@@ -45,6 +45,8 @@ from ._step import step as step
 from .actors import virtual_actor as virtual_actor
 from .engine import Engine as Engine
 from .stores import Store as Store
+from .waiting import sleep as sleep
+from .waiting import sleep_until as sleep_until
 
 __version__ = "0.1.0"
 
@@ -86,6 +88,8 @@ __all__ = [
     "resume",
     "resume_all",
     "resume_async",
+    "sleep",
+    "sleep_until",
     "step",
     "virtual_actor",
 ]

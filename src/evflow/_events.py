@@ -28,6 +28,7 @@ __all__ = [
     "StepOptions",
     "StepSpec",
     "StepStarted",
+    "TimerStarted",
     "WorkflowCanceled",
     "WorkflowFailed",
     "WorkflowFinished",
@@ -35,9 +36,10 @@ __all__ = [
 ]
 
 #: Version of the log format written by this release. Readers accept every version up to it.
-FORMAT_VERSION = 1
+#: 2: durable time (the ``SLEEP`` step type, ``TimerStarted``).
+FORMAT_VERSION = 2
 
-StepType: TypeAlias = Literal["FUNCTION", "ACTOR_METHOD"]
+StepType: TypeAlias = Literal["FUNCTION", "ACTOR_METHOD", "SLEEP"]
 
 # Every struct here is created with gc=False: the cyclic garbage collector does not track
 # them. They are frozen and hold only data (strings, numbers, bytes, JSON-like metadata,
@@ -181,6 +183,15 @@ class ActorCallSubmitted(Event, frozen=True):
     step: StepSpec
 
 
+class TimerStarted(Event, frozen=True):
+    """A durable timer of step ``name`` started: the step wakes at ``wake_time`` (epoch
+    seconds). Recorded once, when the step first starts; a resumed step waits only for
+    what is left of it."""
+
+    name: str
+    wake_time: float
+
+
 AnyEvent: TypeAlias = (
     WorkflowStarted
     | StepStarted
@@ -191,6 +202,7 @@ AnyEvent: TypeAlias = (
     | WorkflowCanceled
     | MetadataAttached
     | ActorCallSubmitted
+    | TimerStarted
 )
 
 #: Every event class by its tag (the ``type`` field of the encoded form).
@@ -206,5 +218,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         WorkflowCanceled,
         MetadataAttached,
         ActorCallSubmitted,
+        TimerStarted,
     )
 }

@@ -27,6 +27,7 @@ from ._events import (
     StepFinished,
     StepSpec,
     StepStarted,
+    TimerStarted,
     WorkflowCanceled,
     WorkflowFailed,
     WorkflowFinished,
@@ -84,6 +85,7 @@ class StepState:
         "start_time",
         "status",
         "user_metadata",
+        "wake_time",
     )
 
     def __init__(self, spec: StepSpec, parent: str | None) -> None:
@@ -100,6 +102,8 @@ class StepState:
         self.output: bytes | None = None
         self.continuation_output: str | None = None
         self.error: ErrorInfo | None = None
+        #: When a durable timer of the step fires (``TimerStarted``); kept across resumes.
+        self.wake_time: float | None = None
 
     @property
     def name(self) -> str:
@@ -223,7 +227,7 @@ class WorkflowState:
                 "checkpoint": opts.checkpoint,
             },
             "user_metadata": _copy_json(step.user_metadata),
-            "stats": _stats(step.start_time, step.end_time),
+            "stats": _step_stats(step),
         }
 
     # -- folding helpers -------------------------------------------------------------------
@@ -255,6 +259,14 @@ def _stats(start_time: float | None, end_time: float | None) -> dict[str, float]
         stats["start_time"] = start_time
     if end_time is not None:
         stats["end_time"] = end_time
+    return stats
+
+
+def _step_stats(step: StepState) -> dict[str, float]:
+    """A step's ``stats``: its times, and a waiting step's ``wake_time`` once recorded."""
+    stats = _stats(step.start_time, step.end_time)
+    if step.wake_time is not None:
+        stats["wake_time"] = step.wake_time
     return stats
 
 
@@ -376,6 +388,8 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
             state.actor_calls = deque()
         state._register([event.step], None)
         state.actor_calls.append(event.step.name)
+    elif isinstance(event, TimerStarted):
+        state.step(event.name).wake_time = event.wake_time
     else:  # pragma: no cover - every member of the union is handled above
         raise ValueError(f"unknown event type {type(event).__name__}")
     return state

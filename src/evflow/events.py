@@ -15,6 +15,7 @@ from ._events import StepFinished as StepFinished
 from ._events import StepOptions as StepOptions
 from ._events import StepSpec as StepSpec
 from ._events import StepStarted as StepStarted
+from ._events import TimerStarted as TimerStarted
 from ._events import WorkflowCanceled as WorkflowCanceled
 from ._events import WorkflowFailed as WorkflowFailed
 from ._events import WorkflowFinished as WorkflowFinished
@@ -33,6 +34,7 @@ __all__ = [
     "StepOptions",
     "StepSpec",
     "StepStarted",
+    "TimerStarted",
     "WorkflowCanceled",
     "WorkflowFailed",
     "WorkflowFinished",

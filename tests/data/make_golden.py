@@ -44,7 +44,16 @@ from evflow.stores import FileStore
 HERE = Path(__file__).resolve().parent
 
 #: Workflow ids, in the order they are written.
-SCENARIOS = ["dag-with-continuation", "failed-then-resumed", "canceled", "attached-metadata", "actor"]
+SCENARIOS = [
+    "dag-with-continuation",
+    "failed-then-resumed",
+    "canceled",
+    "attached-metadata",
+    "actor",
+    # format 2: durable time
+    "slept",
+    "sleep-interrupted",
+]
 
 _flaky_fails = True
 #: Set by ``wait_forever`` once it runs, so that the scenario cancels a running step.
@@ -119,6 +128,16 @@ async def annotate_async(n: int) -> int:
     return n + 1
 
 
+@evflow.step(name="wake")
+def wake(slept: None, until: None) -> str:
+    return f"woke after {slept} and {until}"
+
+
+@evflow.step(name="nap_again")
+def nap_again() -> evflow.Node:
+    return evflow.sleep(0.01)
+
+
 @evflow.virtual_actor
 class Counter:
     def __init__(self, start: int = 0) -> None:
@@ -150,12 +169,22 @@ async def first_session(engine: evflow.Engine) -> None:
     await _waiting.wait()
     await handle.cancel()
 
+    past = time.time() - 60
+    slept = wake.step(evflow.sleep(0.05, name="nap", metadata={"why": "golden"}), evflow.sleep_until(past))
+    await engine.run(slept, "slept")
+
+    await engine.run_async(wake.step(evflow.sleep(0.2), nap_again.step()), "sleep-interrupted")
+    while "wake_time" not in (await engine.get_metadata("sleep-interrupted", "sleep"))["stats"]:
+        await anyio.sleep(0.01)
+    # the engine closes mid-sleep: RESUMABLE, resumed in the second session
+
 
 async def second_session(engine: evflow.Engine) -> None:
     """A later process: resumes the failed workflow, runs the rest."""
     global _flaky_fails
     _flaky_fails = False
     await engine.resume("failed-then-resumed")
+    await engine.resume("sleep-interrupted")  # waits only for what is left of its sleep
 
     await engine.run(annotate_async.step(annotate.step(3)), "attached-metadata", metadata={"kind": "attach"})
 

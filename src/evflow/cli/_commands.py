@@ -20,6 +20,7 @@ from .._events import (
     StepFailed,
     StepFinished,
     StepStarted,
+    TimerStarted,
     WorkflowFailed,
     WorkflowFinished,
     WorkflowStarted,
@@ -200,6 +201,7 @@ def print_step(state: WorkflowState, step: StepState, metadata: dict[str, Any]) 
         ["ended", fmt_time(stats.get("end_time"))],
         ["duration", fmt_duration(stats.get("start_time"), stats.get("end_time"))],
         ["attempts", str(step.attempt)],
+        *([["wakes", fmt_time(stats["wake_time"])]] if "wake_time" in stats else []),
         ["options", " ".join(f"{key}={options[key]}" for key in shown)],
         ["metadata", fmt_json(metadata["user_metadata"])],
         ["depends on", ", ".join(step.spec.deps) or "-"],
@@ -269,6 +271,8 @@ def describe_event(event: AnyEvent) -> str:
         return f"{event.step or '(workflow)'} {fmt_json(event.metadata)}"
     if isinstance(event, ActorCallSubmitted):
         return f"{event.step.name} ({event.step.func})"
+    if isinstance(event, TimerStarted):
+        return f"{event.name} wakes at {fmt_time(event.wake_time)}"
     return ""
 
 

@@ -3,8 +3,10 @@ from the source with ``ast``) has no cycles, keeps the layers of docs/architectu
 no module reaches another module's underscored names.
 
 Imports at module level and inside functions both count. Imports under
-``if TYPE_CHECKING:`` are left out: they never run, and naming a type for the checker
-is not a dependency (``_context`` names ``Engine`` that way).
+``if TYPE_CHECKING:`` are left out of the module graph (they never run, and a module may
+name a sibling's type that way), but not of the graph of units (each top-level module, and
+each subpackage as one): no unit names another that depends on it, not even for the
+checker, so a layer knows the layers above it only through protocols of its own.
 
 ``EVFLOW_ARCH_SRC`` points the test at another tree (``/path/to/src/evflow``) to see what
 it says about it.
@@ -34,6 +36,8 @@ class Module:
     tree: ast.Module
     #: Imported evflow module -> line of the first import.
     imports: dict[str, int] = field(default_factory=dict)
+    #: The same with the imports under ``if TYPE_CHECKING:``.
+    all_imports: dict[str, int] = field(default_factory=dict)
     #: ``from X import _private`` of a name that is not a module: (line, "X._private").
     private_imports: list[tuple[int, str]] = field(default_factory=list)
 
@@ -75,34 +79,46 @@ def _runtime_nodes(node: ast.AST) -> list[ast.AST]:
 
 def _resolve(modules: dict[str, Module]) -> None:
     for module in modules.values():
-        package = module.name if module.is_package else module.name.rpartition(".")[0]
-        for node in _runtime_nodes(module.tree):
-            targets: list[tuple[str, int]] = []
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    name = alias.name
-                    while name and name not in modules:
-                        name = name.rpartition(".")[0]
-                    if name:
-                        targets.append((name, node.lineno))
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base_parts = package.split(".")
-                    base_parts = base_parts[: len(base_parts) - (node.level - 1)]
-                    base = ".".join(base_parts + ([node.module] if node.module else []))
-                else:
-                    base = node.module or ""
-                for alias in node.names:
-                    sub = f"{base}.{alias.name}"
-                    if sub in modules:
-                        targets.append((sub, node.lineno))
-                    elif base in modules:
-                        targets.append((base, node.lineno))
-                        if alias.name.startswith("_") and not alias.name.startswith("__"):
-                            module.private_imports.append((node.lineno, sub))
-            for target, line in targets:
-                if target != module.name:
-                    module.imports.setdefault(target, line)
+        _resolve_one(modules, module, _runtime_nodes(module.tree), module.imports, record_private=True)
+        _resolve_one(modules, module, list(ast.walk(module.tree)), module.all_imports, record_private=False)
+
+
+def _resolve_one(
+    modules: dict[str, Module],
+    module: Module,
+    nodes: list[ast.AST],
+    imports: dict[str, int],
+    *,
+    record_private: bool,
+) -> None:
+    package = module.name if module.is_package else module.name.rpartition(".")[0]
+    for node in nodes:
+        targets: list[tuple[str, int]] = []
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                name = alias.name
+                while name and name not in modules:
+                    name = name.rpartition(".")[0]
+                if name:
+                    targets.append((name, node.lineno))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".")
+                base_parts = base_parts[: len(base_parts) - (node.level - 1)]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                if sub in modules:
+                    targets.append((sub, node.lineno))
+                elif base in modules:
+                    targets.append((base, node.lineno))
+                    if record_private and alias.name.startswith("_") and not alias.name.startswith("__"):
+                        module.private_imports.append((node.lineno, sub))
+        for target, line in targets:
+            if target != module.name:
+                imports.setdefault(target, line)
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +161,27 @@ def test_the_import_graph_has_no_cycle(modules: dict[str, Module]) -> None:
     if cycle is not None:
         steps = " -> ".join(f"{a} (line {modules[a].imports[b]})" for a, b in itertools.pairwise(cycle))
         pytest.fail(f"import cycle: {steps} -> {cycle[-1]}")
+
+
+def _unit(name: str) -> str:
+    """The layer unit of a module: ``evflow.engine._core`` -> ``evflow.engine``."""
+    return ".".join(name.split(".")[:2])
+
+
+def test_no_unit_depends_on_one_that_depends_on_it(modules: dict[str, Module]) -> None:
+    units: dict[str, Module] = {}
+    for module in modules.values():
+        unit = _unit(module.name)
+        merged = units.setdefault(unit, Module(unit, module.path, True, module.tree))
+        for target, line in module.all_imports.items():
+            if _unit(target) != unit:
+                merged.imports.setdefault(_unit(target), line)
+                merged.all_imports.setdefault(_unit(target), line)
+    for unit in units.values():
+        unit.imports = {t: line for t, line in unit.imports.items() if t in units}
+    cycle = _find_cycle(units)
+    if cycle is not None:
+        pytest.fail(f"units that name each other, TYPE_CHECKING imports included: {' -> '.join(cycle)}")
 
 
 def _in(name: str, package: str) -> bool:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._context import current_engine, running_step
+from ._context import running_step
 from ._projection import WorkflowStatus
 from ._step import validate_metadata
-from .engine import WorkflowHandle
-
-if TYPE_CHECKING:
-    from .engine import StatusFilter
+from .engine import StatusFilter, WorkflowHandle, current_engine
 
 __all__ = [
     "WorkflowHandle",

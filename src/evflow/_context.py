@@ -1,21 +1,51 @@
-"""The current engine and the current step, as context variables."""
+"""The current engine and the current step, as context variables.
+
+This module sits below the engine, so it knows the engine only by what the modules below
+the engine ask of it: ``NodeRunner`` (``Node.run`` / ``run_async``) and ``StepHost`` (a
+running step). ``evflow.engine.current_engine`` gives callers above the engine the
+``Engine`` itself.
+"""
 
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ._errors import NoEngineError
+from ._handle import WorkflowHandle
 
-if TYPE_CHECKING:  # the engine imports this module: name its type only for the checker
-    from .engine import Engine
+__all__ = [
+    "NodeRunner",
+    "StepContext",
+    "StepHost",
+    "current_runner",
+    "current_step",
+    "open_engines",
+    "reset_current_engine",
+    "running_step",
+    "set_current_engine",
+]
 
-__all__ = ["StepContext", "StepHost", "current_engine", "current_step", "open_engines", "running_step"]
 
-_current_engine: ContextVar[Engine | None] = ContextVar("evflow_current_engine", default=None)
+class NodeRunner(Protocol):
+    """What ``Node.run`` and ``Node.run_async`` ask of the current engine (``Engine`` is one)."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    async def run(
+        self, node: Any, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
+    ) -> Any: ...
+
+    async def run_async(
+        self, node: Any, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
+    ) -> WorkflowHandle: ...
+
+
+_current_engine: ContextVar[NodeRunner | None] = ContextVar("evflow_current_engine", default=None)
 
 #: Engines open in this process, in the order they were entered.
-open_engines: list[Engine] = []
+open_engines: list[NodeRunner] = []
 
 
 class StepHost(Protocol):
@@ -59,7 +89,7 @@ def running_step(what: str) -> StepContext:
     return ctx
 
 
-def current_engine() -> Engine:
+def current_runner() -> NodeRunner:
     """The engine of the enclosing ``async with Engine(...)`` block.
 
     Falls back to the only open engine of the process when the block's context did not
@@ -73,7 +103,7 @@ def current_engine() -> Engine:
     raise NoEngineError()
 
 
-def set_current_engine(engine: Engine | None) -> object:
+def set_current_engine(engine: NodeRunner | None) -> object:
     return _current_engine.set(engine)
 
 

@@ -5,7 +5,7 @@
     EvflowError
     ├── WorkflowNotFoundError (LookupError)
     ├── StepNotFoundError (LookupError)
-    ├── WorkflowExecutionError         the step's exception is its __cause__
+    ├── WorkflowExecutionError         the step's exception (or the StoreError) is its __cause__
     ├── WorkflowCancellationError
     ├── WorkflowRunningError
     ├── WorkflowNotRunningError
@@ -64,7 +64,11 @@ class StepNotFoundError(EvflowError, LookupError):
 
 
 class WorkflowExecutionError(EvflowError):
-    """A workflow failed; the failing step's exception is the ``__cause__``."""
+    """A workflow failed; the failing step's exception is the ``__cause__``.
+
+    Also raised for a run the store could not record, with the ``StoreError`` as the
+    ``__cause__`` (the workflow is then RESUMABLE, see docs/storage.md).
+    """
 
     def __init__(self, workflow_id: str, step: str | None = None, message: str = "") -> None:
         where = f" at step {step!r}" if step else ""

@@ -6,16 +6,14 @@ import inspect
 import json
 import math
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import msgspec
 
 from ._codec import import_object, import_path
-from ._context import current_engine
+from ._context import current_runner
 from ._events import StepOptions, StepSpec
-
-if TYPE_CHECKING:
-    from .engine import WorkflowHandle
+from ._handle import WorkflowHandle
 
 __all__ = [
     "DEFAULT_OPTIONS",
@@ -274,13 +272,13 @@ class Node:
         Raises ``WorkflowExecutionError`` (the step's exception as ``__cause__``) on
         failure and ``WorkflowCancellationError`` if canceled.
         """
-        return await current_engine().run(self, workflow_id, metadata=metadata)
+        return await current_runner().run(self, workflow_id, metadata=metadata)
 
     async def run_async(
         self, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
     ) -> WorkflowHandle:
         """Start this DAG as a workflow; returns a handle once it is durably recorded."""
-        return await current_engine().run_async(self, workflow_id, metadata=metadata)
+        return await current_runner().run_async(self, workflow_id, metadata=metadata)
 
 
 def iter_nodes(value: Any) -> Iterator[Node]:

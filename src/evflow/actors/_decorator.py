@@ -10,8 +10,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .. import _context
 from .._codec import import_path
+from ..engine import current_engine
 from ._handles import ActorHandle
 from ._methods import ACTOR_MARK, READONLY_MARK, ActorMethod, ClassInfo, register_class
 from ._service import ActorService
@@ -89,5 +89,5 @@ virtual_actor = _VirtualActorDecorator()
 async def _get_or_create(cls: type[Any], actor_id: str, *args: Any, **kwargs: Any) -> ActorHandle:
     """The actor ``actor_id``, created as ``cls(*args, **kwargs)`` if it does not exist yet
     (an existing actor's arguments are ignored). Uses the current engine."""
-    actors = _context.current_engine().service(ActorService)
+    actors = current_engine().service(ActorService)
     return await actors.get_or_create(cls, actor_id, args, kwargs)

@@ -10,15 +10,24 @@ How a call maps onto the engine (docs/actors.md has the user-facing story):
   core's ``execute`` (so chained calls are continuations), then ``WorkflowFinished``
   or ``WorkflowFailed``. The fold makes the head call the run's ``output``.
 - Readonly calls run on a fresh instance rebuilt from the recorded state and record nothing.
+- A write the store fails (creating the actor, submitting a call, a call's run) raises
+  ``WorkflowExecutionError`` with the ``StoreError`` as ``__cause__``, as a workflow's run
+  does (docs/storage.md): the run lets go of the actor, which is read back from the store,
+  and every call waiting for an outcome hears the same error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
+import anyio
+
 from .._codec import encode_value
 from .._errors import (
+    EvflowError,
+    StoreError,
     WorkflowCancellationError,
     WorkflowExecutionError,
     WorkflowNotFoundError,
@@ -28,7 +37,7 @@ from .._events import FORMAT_VERSION, ActorCallSubmitted, WorkflowFinished, Work
 from .._latch import Latch
 from .._projection import WorkflowState, WorkflowStatus, allocate_names
 from .._step import DEFAULT_OPTIONS, Node, iter_nodes, step_spec, validate_workflow_id
-from ..engine import EngineCore, LiveRun, WorkflowHandle, call, register_workflow_kind
+from ..engine import EngineCore, LiveRun, WorkflowHandle, call, is_store_failure, register_workflow_kind
 from ._handles import ActorCallHandle, ActorHandle
 from ._methods import ActorMethod, class_info, resolve_actor_class
 from ._runtime import ActorRuntime, encode_instance, restore_instance
@@ -59,8 +68,10 @@ class ActorService:
             assert state.actor_class is not None
             allow_pickle = self.core.allow_pickle
             cls = resolve_actor_class(state.actor_class, allow_import=allow_pickle)
-            runtime = ActorRuntime(state, cls, allow_pickle)
-            self._runtimes[state.workflow_id] = runtime
+            new = ActorRuntime(state, cls, allow_pickle)
+            if runtime is not None:  # the state was read afresh: its callers still wait
+                new.outcomes = runtime.outcomes
+            runtime = self._runtimes[state.workflow_id] = new
         return runtime
 
     async def open_handle(self, workflow_id: str) -> ActorHandle:
@@ -96,20 +107,50 @@ class ActorService:
             allow_pickle=core.allow_pickle,
             what=f"the state of actor {actor_id!r}",
         )
-        core.create(
-            WorkflowStarted(
-                seq=1,
-                time=time.time(),
-                workflow_id=actor_id,
-                kind="actor",
-                actor_class=info.path,
-                actor_state=encoded,
-                version=FORMAT_VERSION,
-                owner=core.engine_id,
-            )
+        first = WorkflowStarted(
+            seq=1,
+            time=time.time(),
+            workflow_id=actor_id,
+            kind="actor",
+            actor_class=info.path,
+            actor_state=encoded,
+            version=FORMAT_VERSION,
+            owner=core.engine_id,
         )
-        await core.store.flush()
+        try:
+            core.create(first)
+        except StoreError as exc:  # nothing was queued: the actor does not exist
+            raise core.store_failure(actor_id, exc) from exc
+        try:
+            await core.store.flush(actor_id)
+        except StoreError as exc:
+            raise await self._store_failed(actor_id, exc) from exc
         return ActorHandle(self, actor_id, cls)
+
+    async def _store_failed(self, actor_id: str, exc: StoreError) -> EvflowError:
+        """A write of the actor failed with no run to let go of it: read it back from the
+        store (what is not there did not happen) and return the error to raise."""
+        core = self.core
+        core.refetch(actor_id)
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await core.sync_known(actor_id)
+        self._fail_waiting(actor_id, exc)
+        return core.store_failure(actor_id, exc)
+
+    def _fail_waiting(self, actor_id: str, lost: Exception) -> None:
+        """The actor's run let go of it (``lost`` says why): every call waited on fails."""
+        runtime = self._runtimes.get(actor_id)
+        if runtime is None:
+            return
+        outcomes, runtime.outcomes = runtime.outcomes, {}
+        for outcome in outcomes.values():
+            error: EvflowError
+            if isinstance(lost, StoreError) and is_store_failure(lost):
+                error = self.core.store_failure(actor_id, lost)
+            else:
+                error = WorkflowNotRunningError(actor_id, WorkflowStatus.RESUMABLE.value)
+            error.__cause__ = lost
+            outcome.fail(error)
 
     # -- writer calls ------------------------------------------------------------------------------
 
@@ -137,17 +178,32 @@ class ActorService:
         )
         effective = {**DEFAULT_OPTIONS, **options, "name": base, "step_type": "ACTOR_METHOD"}
         spec = step_spec(name, method.path, encoded, effective, [])
-        core.emit(state, (ActorCallSubmitted, {"step": spec}))
+        try:
+            core.emit(state, (ActorCallSubmitted, {"step": spec}))
+        except StoreError as exc:  # nothing was queued nor folded
+            raise core.store_failure(actor_id, exc) from exc
         outcome = runtime.outcomes[name] = Latch[Any]()
-        if core.run_of(actor_id) is None:
-            self._start_worker(state)
-        await core.store.flush()
+        await self._start_and_flush(state)
         return ActorCallHandle(actor_id, core.owner, name, outcome)
 
+    async def _start_and_flush(self, state: WorkflowState) -> None:
+        """Start the actor's worker unless it runs, and wait until what was queued is
+        durable; if it cannot be written, the run lets go of the actor first."""
+        core = self.core
+        wid = state.workflow_id
+        try:
+            if core.run_of(wid) is None:
+                self._start_worker(state)
+        except StoreError as exc:  # its WorkflowStarted could not be queued
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await core.store.flush(wid)  # what was queued before is written or refused
+            raise await self._store_failed(wid, exc) from exc
+        await core.flush_start(wid)  # WorkflowExecutionError once the run let go
+
     def _open_run(self, state: WorkflowState) -> LiveRun:
-        run = self.core.open_run(state)
+        # queued first: if the store refuses it, no run is left registered
         self.core.emit(state, (WorkflowStarted, {"workflow_id": state.workflow_id, "resume": True}))
-        return run
+        return self.core.open_run(state)
 
     def _start_worker(self, state: WorkflowState) -> None:
         """Open a run for the head call and start the actor's worker (never blocks)."""
@@ -163,6 +219,10 @@ class ActorService:
             while True:
                 head = state.output
                 await core.execute(state, run)
+                lost = core.lost_cause(wid)
+                if lost is not None:  # the run let go of the actor (read back from the store)
+                    self._fail_waiting(wid, lost)
+                    break
                 if head is not None:
                     self._settle(state, head)
                 if (
@@ -174,7 +234,11 @@ class ActorService:
                     break
                 # The next call opens its own run at once (no await since the last one
                 # ended), so nothing can see the actor idle while calls wait.
-                run = self._open_run(state)
+                try:
+                    run = self._open_run(state)
+                except StoreError as exc:  # no run was opened
+                    await self._store_failed(wid, exc)
+                    break
         finally:
             runtime = self._runtimes.get(wid)
             if runtime is not None and runtime.outcomes and core.run_of(wid) is None:
@@ -218,14 +282,18 @@ class ActorService:
         wid = state.workflow_id
         if core.run_of(wid) is None:
             if state.actor_calls:
-                self._start_worker(state)
-                await core.store.flush()
+                await self._start_and_flush(state)
             elif state.run_status is WorkflowStatus.RUNNING:
                 # A run with no call left (its end was never recorded): just close it.
-                core.emit(
-                    state, (WorkflowStarted, {"workflow_id": wid, "resume": True}), (WorkflowFinished, {})
-                )
-                await core.store.flush()
+                try:
+                    core.emit(
+                        state,
+                        (WorkflowStarted, {"workflow_id": wid, "resume": True}),
+                        (WorkflowFinished, {}),
+                    )
+                    await core.store.flush(wid)
+                except StoreError as exc:
+                    raise await self._store_failed(wid, exc) from exc
         return core.handle(wid)
 
     # -- readonly calls --------------------------------------------------------------------------

@@ -4,16 +4,18 @@ the public ``Engine`` built on it (docs/architecture.md).
 Importing the package registers the ``FUNCTION`` step kind.
 """
 
+from .._handle import WorkflowControl as WorkflowControl
+from .._handle import WorkflowHandle as WorkflowHandle
 from . import _function as _function  # registers the FUNCTION step kind
 from ._attempts import MAX_RETRY_DELAY as MAX_RETRY_DELAY
 from ._calls import call as call
 from ._calls import substitute as substitute
 from ._core import EngineCore as EngineCore
+from ._core import is_store_failure as is_store_failure
 from ._engine import Engine as Engine
 from ._engine import StatusFilter as StatusFilter
+from ._engine import current_engine as current_engine
 from ._execution import Execution as Execution
-from ._handle import WorkflowControl as WorkflowControl
-from ._handle import WorkflowHandle as WorkflowHandle
 from ._kinds import PreparedStep as PreparedStep
 from ._kinds import StepKind as StepKind
 from ._kinds import StepKindFactory as StepKindFactory
@@ -36,6 +38,8 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowKindService",
     "call",
+    "current_engine",
+    "is_store_failure",
     "register_step_kind",
     "register_workflow_kind",
     "substitute",

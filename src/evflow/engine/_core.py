@@ -31,6 +31,7 @@ from .._codec import decode_value, encode_value, error_info, exception_from_info
 from .._errors import (
     CorruptLogError,
     SequenceConflictError,
+    StoreError,
     UnencodableError,
     WorkflowExecutionError,
     WorkflowNotFoundError,
@@ -44,19 +45,19 @@ from .._events import (
     WorkflowFinished,
     WorkflowStarted,
 )
+from .._handle import WorkflowControl, WorkflowHandle
 from .._liveness import owner_is_live
 from .._projection import StepState, WorkflowState, WorkflowStatus, apply, fold, replay
 from .._signal import Signal, new_signal
 from .._step import validate_workflow_id
 from ._execution import Execution
-from ._handle import WorkflowControl, WorkflowHandle
 from ._kinds import StepKind, WorkflowKindService, step_kind_factory, workflow_kind_service
 from ._run import LiveRun
 
 if TYPE_CHECKING:
     from ..stores import Store
 
-__all__ = ["EngineCore"]
+__all__ = ["EngineCore", "is_store_failure"]
 
 S = TypeVar("S")
 
@@ -265,9 +266,10 @@ class EngineCore:
         return list(self._states.items())
 
     async def sync(self, workflow_id: str) -> WorkflowState:
-        """The workflow's state, first brought up to date with a shared store (unless
-        this engine runs it, when memory is ahead of the store)."""
-        if self.store.shared and workflow_id not in self._runs:
+        """The workflow's state, first brought up to date with a shared store (or with any
+        store whose write of it failed), unless this engine runs it, when memory is ahead
+        of the store."""
+        if (self.store.shared or workflow_id in self._refetch) and workflow_id not in self._runs:
             await self.sync_known(workflow_id)
         return self.state(workflow_id)
 
@@ -324,6 +326,22 @@ class EngineCore:
         """Why this engine let go of the workflow mid-run (a store error), if it did."""
         return self._lost.get(workflow_id)
 
+    def record_lost(self, workflow_id: str, exc: StoreError) -> None:
+        """A resume of the workflow could not be recorded: ``exc`` is why it is not
+        running (``get_output`` raises ``store_failure`` for it)."""
+        self._lost[workflow_id] = exc
+
+    def store_failure(self, workflow_id: str, exc: StoreError) -> WorkflowExecutionError:
+        """The error a caller waiting for a run gets when the store failed to record it
+        (raise it ``from exc``)."""
+        return WorkflowExecutionError(
+            workflow_id,
+            None,
+            f"the store could not record it ({exc}); once the store works again, "
+            f"evflow.resume({workflow_id!r}) continues it from what was recorded "
+            "(run it again if nothing was)",
+        )
+
     # -- changing state: events ----------------------------------------------------------------
 
     def emit(self, state: WorkflowState, *events: tuple[type[Event], dict[str, Any]]) -> None:
@@ -357,13 +375,18 @@ class EngineCore:
     ) -> WorkflowState | None:
         """Append ``event`` durably, then fold it (into ``state``, or a new workflow's
         state): how an engine claims a workflow on a shared store. Returns None, and
-        marks the workflow to be read afresh, when another engine appended first."""
+        marks the workflow to be read afresh, when another engine appended first. Any
+        other ``StoreError`` is raised (the workflow is then read afresh too: whether the
+        event landed is unknown)."""
         wid = event.workflow_id
         try:
             await self.store.append(wid, [event])
         except SequenceConflictError:
             self._refetch.add(wid)
             return None
+        except StoreError:
+            self._refetch.add(wid)
+            raise
         if state is None:
             state = self._states[wid] = apply(None, event)
         else:
@@ -410,16 +433,36 @@ class EngineCore:
         # A constant name: anyio would otherwise build the same string anew for every task.
         wtg.start_soon(self.execute, state, run, name=_EXECUTE_TASK_NAME)
 
+    async def flush_start(self, workflow_id: str) -> None:
+        """Wait until a started run's ``WorkflowStarted`` is durable. If it cannot be
+        written, the run lets go of the workflow before ``store_failure`` is raised (the
+        ``StoreError`` as its ``__cause__``)."""
+        try:
+            await self.store.flush(workflow_id)
+        except StoreError as exc:
+            run = self._runs.get(workflow_id)
+            if run is not None:
+                run.lost = exc
+                run.scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await run.wait_done()
+            raise self.store_failure(workflow_id, exc) from exc
+
     async def execute(self, state: WorkflowState, run: LiveRun) -> None:
         """Run the workflow's DAG to its end and record it (WorkflowFinished, WorkflowFailed,
         or WorkflowCanceled when ``run`` was cancelled); then close the run.
 
-        A store error lets go of the workflow (it reports RESUMABLE), never raises.
+        A store error lets go of the workflow (it reports RESUMABLE), never raises: what
+        was queued is written (or refused), the workflow is read afresh from the store, and
+        only then is the run closed, so that nobody resumes it meanwhile (they attach to
+        this run and hear how it ended).
         """
         wid = state.workflow_id
         self._lost.pop(wid, None)
-        refold = False
+        let_go = False
         try:
+            if run.lost is not None:  # flush_start failed before this task began
+                raise run.lost
             with run.scope:
                 execution = Execution(self, state, run)
                 await execution.run_to_end()
@@ -436,6 +479,8 @@ class EngineCore:
                     self._exceptions[wid] = cause
                     self.emit(state, (WorkflowFailed, {"error": info, "step": name}))
                 await self.store.flush(wid)
+            if run.lost is not None:  # the scope was cancelled by flush_start
+                raise run.lost
             if run.cancel_requested and state.run_status is WorkflowStatus.RUNNING:
                 self.emit(state, (WorkflowCanceled, {}))
                 with anyio.CancelScope(shield=True):
@@ -443,23 +488,31 @@ class EngineCore:
         except Exception as exc:
             # The store failed (disk full, another engine appended to this workflow) or
             # a bug: this engine lets go of the workflow, which reports RESUMABLE.
-            while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
-                exc = exc.exceptions[0]
-            self._lost[wid] = exc
-            # What was folded may be ahead of the store: a shared store is re-read at the
-            # next question; otherwise a folded end is re-read below (a run that ended
-            # only in memory is RESUMABLE, not SUCCESSFUL). Both re-read by sync_known.
-            refold = not self.store.shared and state.run_status is not WorkflowStatus.RUNNING
-            if self.store.shared or refold:
-                self._refetch.add(wid)
+            self._lost[wid] = run.lost if run.lost is not None else _why_lost(exc)
+            # What was folded may be ahead of the store (events whose write failed, an end
+            # folded but not written): a shared store is re-read at the next question, any
+            # other right below, so that only what the store holds is reported (a run that
+            # ended only in memory is RESUMABLE, not SUCCESSFUL). Both by sync_known.
+            self._refetch.add(wid)
+            let_go = True
         finally:
             state.live = False
-            self._runs.pop(wid, None)
             try:
-                if refold:
+                if let_go:
+                    # The run stays in _runs until this is done, so that nobody resumes the
+                    # workflow meanwhile (they attach to this run and hear how it ended).
                     with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                        await self.sync_known(wid)  # else _lost keeps the cause
+                        # events queued before the failure are written (or refused) first,
+                        # so that the store and what is read back agree
+                        await self.store.flush(wid)
+                    if not self.store.shared:
+                        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                            await self.sync_known(wid)  # else _lost keeps the cause
             finally:
+                self._runs.pop(wid, None)
+                reread = self._states.get(wid)
+                if reread is not None:
+                    reread.live = False
                 run.set_done()
                 self.notify(wid)
 
@@ -533,3 +586,22 @@ class EngineCore:
     def handle(self, workflow_id: str) -> WorkflowHandle:
         """A handle on the workflow, served by the public engine."""
         return WorkflowHandle(workflow_id, self.owner)
+
+
+def is_store_failure(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is the store failing to write (not another engine's append)."""
+    return isinstance(exc, StoreError) and not isinstance(exc, SequenceConflictError)
+
+
+def _why_lost(exc: Exception) -> Exception:
+    """What a run that let go of its workflow reports: from concurrent steps' errors, a
+    store failure if there is one (several steps may hit the same full disk)."""
+    while isinstance(exc, ExceptionGroup):
+        failed, _ = exc.split(is_store_failure)
+        if failed is not None:
+            exc = failed.exceptions[0]
+        elif len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        else:
+            break
+    return exc

@@ -14,6 +14,7 @@ import anyio
 from .. import _context
 from .._errors import (
     SequenceConflictError,
+    StoreError,
     WorkflowCancellationError,
     WorkflowExecutionError,
     WorkflowNotFoundError,
@@ -21,15 +22,15 @@ from .._errors import (
     WorkflowRunningError,
 )
 from .._events import FORMAT_VERSION, StepSpec, WorkflowCanceled, WorkflowStarted
+from .._handle import WorkflowHandle
 from .._projection import StepStatus, WorkflowState, WorkflowStatus
 from .._step import Node, validate_metadata, validate_workflow_id
 from ..stores import Store
 from ..stores._open import open_store
-from ._core import EngineCore
+from ._core import EngineCore, is_store_failure
 from ._dags import record_dag
-from ._handle import WorkflowHandle
 
-__all__ = ["Engine", "StatusFilter"]
+__all__ = ["Engine", "StatusFilter", "current_engine"]
 
 S = TypeVar("S")
 
@@ -132,7 +133,9 @@ class Engine:
         """Start a DAG as a workflow; return its handle once it is durably recorded.
 
         An id that exists never starts a second execution: a running workflow is attached
-        to, a SUCCESSFUL one gives its stored output, any other is resumed.
+        to, a SUCCESSFUL one gives its stored output, any other is resumed. Raises
+        ``WorkflowExecutionError`` (the ``StoreError`` as ``__cause__``) if the store
+        cannot record the start.
         """
         if not isinstance(node, Node):
             raise TypeError(f"run_async needs a node from step.step(...), not {type(node).__name__}")
@@ -145,19 +148,25 @@ class Engine:
                 if await core.sync_known(wid):
                     return await self._resume_locked(wid)
                 specs, output = record_dag(None, node, allow_pickle=self.allow_pickle)
-                state = await core.append_then_fold(
-                    None, self._first_event(wid, output, specs, user_metadata)
-                )
-                if state is None:  # another engine created it meanwhile
+                first = self._first_event(wid, output, specs, user_metadata)
+                try:
+                    state = await core.append_then_fold(None, first)
+                except StoreError as exc:  # whether it landed is unknown: read it next time
+                    raise core.store_failure(wid, exc) from exc
+                if state is None:  # another engine created it meanwhile: read it, attach
+                    await core.sync_known(wid)
                     return await self._resume_locked(wid)
                 core.start_run(state)
                 return core.handle(wid)
         if core.knows(wid):
             return await self.resume_async(wid)
         specs, output = record_dag(None, node, allow_pickle=self.allow_pickle)
-        state = core.create(self._first_event(wid, output, specs, user_metadata))
+        try:
+            state = core.create(self._first_event(wid, output, specs, user_metadata))
+        except StoreError as exc:  # nothing was queued: the workflow does not exist
+            raise core.store_failure(wid, exc) from exc
         core.start_run(state)
-        await self.store.flush(wid)
+        await core.flush_start(wid)
         return core.handle(wid)
 
     def _first_event(
@@ -202,7 +211,9 @@ class Engine:
     async def get_output(self, workflow_id: str, *, name: str | None = None) -> Any:
         """Wait for the workflow (or its step ``name``) to end and return its value.
 
-        Raises as ``run`` does; a RESUMABLE workflow raises ``WorkflowNotRunningError``.
+        Raises as ``run`` does; a RESUMABLE workflow raises ``WorkflowNotRunningError``,
+        unless this engine's run of it ended because the store failed:
+        ``WorkflowExecutionError`` with the ``StoreError`` as ``__cause__``.
         """
         core = self._core
         while True:
@@ -215,10 +226,12 @@ class Engine:
                 if step.status is StepStatus.FAILED:
                     raise core.failure(state, step)
             status = state.status
-            running_here = core.run_of(workflow_id) is not None
-            if status is not WorkflowStatus.RUNNING and running_here:
-                # the end is folded; return only once it is durable
-                await core.settle(workflow_id)
+            run = core.run_of(workflow_id)
+            if status is not WorkflowStatus.RUNNING and run is not None:
+                # the end is folded, or the run is letting go of the workflow: answer once
+                # the run is done (its end durable, or the store re-read)
+                with anyio.CancelScope(shield=True):
+                    await run.wait_done()
                 continue
             if status is WorkflowStatus.SUCCESSFUL:
                 if name is None:
@@ -231,8 +244,12 @@ class Engine:
             if status is WorkflowStatus.CANCELED:
                 raise WorkflowCancellationError(workflow_id)
             if status is WorkflowStatus.RESUMABLE:
-                raise WorkflowNotRunningError(workflow_id, status.value) from core.lost_cause(workflow_id)
-            if self.store.shared and not running_here:
+                lost = core.lost_cause(workflow_id)
+                if isinstance(lost, StoreError) and is_store_failure(lost):
+                    # this engine's run of it ended because the store failed
+                    raise core.store_failure(workflow_id, lost) from lost
+                raise WorkflowNotRunningError(workflow_id, status.value) from lost
+            if self.store.shared and run is None:
                 # run by another engine: its events arrive through the store
                 with anyio.move_on_after(1.0):
                     await self.store.wait_for_events(workflow_id, state.last_seq)
@@ -256,6 +273,7 @@ class Engine:
             async with core.claim_lock:
                 await core.sync_known(workflow_id)
                 return await self._resume_locked(workflow_id)
+        await core.sync(workflow_id)  # re-reads a workflow whose last write failed
         return await self._resume_locked(workflow_id)
 
     async def _resume_locked(self, workflow_id: str) -> WorkflowHandle:
@@ -279,12 +297,21 @@ class Engine:
                 resume=True,
                 owner=self.engine_id,
             )
-            if await core.append_then_fold(state, claim) is None:
+            try:
+                claimed = await core.append_then_fold(state, claim)
+            except StoreError as exc:  # whether it landed is unknown: read it next time
+                core.record_lost(workflow_id, exc)
+                raise core.store_failure(workflow_id, exc) from exc
+            if claimed is None:
                 return core.handle(workflow_id)  # another engine claimed it first: attach to that
         else:
-            core.emit(state, (WorkflowStarted, {"workflow_id": workflow_id, "resume": True}))
+            try:
+                core.emit(state, (WorkflowStarted, {"workflow_id": workflow_id, "resume": True}))
+            except StoreError as exc:  # nothing was queued nor folded
+                core.record_lost(workflow_id, exc)
+                raise core.store_failure(workflow_id, exc) from exc
         core.start_run(state)
-        await self.store.flush(workflow_id)
+        await core.flush_start(workflow_id)
         return core.handle(workflow_id)
 
     async def resume_all(self, include_failed: bool = False) -> list[tuple[str, WorkflowHandle]]:
@@ -308,16 +335,23 @@ class Engine:
             run.scope.cancel()
             with anyio.CancelScope(shield=True):
                 await run.wait_done()
-        if state.run_status in (WorkflowStatus.SUCCESSFUL, WorkflowStatus.CANCELED):
-            return
-        # On a shared store this may be another engine's running workflow: that engine
-        # lets go of it at its next append, which the store refuses.
-        core.emit(state, (WorkflowCanceled, {}))
-        try:
-            await self.store.flush(workflow_id)
-        except SequenceConflictError:
-            core.refetch(workflow_id)
-            raise
+            state = await core.sync(workflow_id)  # the run may have let go of it
+        while state.run_status not in (WorkflowStatus.SUCCESSFUL, WorkflowStatus.CANCELED):
+            # On a shared store this may be another engine's running workflow: that engine
+            # lets go of it at its next append, which the store refuses.
+            try:
+                core.emit(state, (WorkflowCanceled, {}))
+                await self.store.flush(workflow_id)
+                return
+            except SequenceConflictError:
+                # That engine appended first (a StepStarted, its end, a resume's claim):
+                # read what the log says now and judge again. Each conflict means the log
+                # grew, so this ends once the running engine's next append is refused.
+                core.refetch(workflow_id)
+            except StoreError:
+                core.refetch(workflow_id)  # what was folded may not be in the store
+                raise
+            state = await core.sync(workflow_id)
 
     async def delete(self, workflow_id: str) -> None:
         """Remove the workflow and its log; its id can then be used afresh.
@@ -365,3 +399,11 @@ def _status_set(status_filter: StatusFilter) -> set[WorkflowStatus] | None:
                 f"unknown status {item!r}; expected one of {[s.value for s in WorkflowStatus]}"
             ) from None
     return out
+
+
+def current_engine() -> Engine:
+    """The engine of the enclosing ``async with Engine(...)`` block (see
+    ``_context.current_runner``); raises ``NoEngineError`` when there is none."""
+    engine = _context.current_runner()
+    assert isinstance(engine, Engine)  # only an Engine installs itself as current
+    return engine

@@ -23,10 +23,10 @@ import anyio
 
 if TYPE_CHECKING:
     from .._events import StepSpec
+    from .._handle import WorkflowHandle
     from .._projection import WorkflowState
     from ._core import EngineCore
     from ._execution import Execution
-    from ._handle import WorkflowHandle
 
 __all__ = [
     "PreparedStep",

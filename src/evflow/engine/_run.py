@@ -19,7 +19,7 @@ class LiveRun(Latch[None]):
     no extra object each (docs/performance.md, (g)).
     """
 
-    __slots__ = ("cancel_requested", "scope", "values", "workflow_id")
+    __slots__ = ("cancel_requested", "lost", "scope", "values", "workflow_id")
 
     def __init__(self, workflow_id: str) -> None:
         super().__init__()
@@ -27,6 +27,8 @@ class LiveRun(Latch[None]):
         #: Cancelling it stops every step of the run (``cancel``, engine shutdown).
         self.scope = anyio.CancelScope()
         self.cancel_requested = False
+        #: Why the run must let go of the workflow at once (its start could not be written).
+        self.lost: Exception | None = None
         #: Values of steps run in this execution whose output is not checkpointed.
         self.values: dict[str, Any] = {}
 

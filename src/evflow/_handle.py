@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any, Protocol
 
-from .._projection import WorkflowStatus
+from ._projection import WorkflowStatus
 
 __all__ = ["WorkflowControl", "WorkflowHandle"]
 

@@ -14,6 +14,7 @@ from ._api import get_actor as get_actor
 from ._api import get_current_attempt as get_current_attempt
 from ._api import get_current_step_name as get_current_step_name
 from ._api import get_current_workflow_id as get_current_workflow_id
+from ._api import get_event as get_event
 from ._api import get_metadata as get_metadata
 from ._api import get_output as get_output
 from ._api import get_status as get_status
@@ -21,6 +22,7 @@ from ._api import list_all as list_all
 from ._api import resume as resume
 from ._api import resume_all as resume_all
 from ._api import resume_async as resume_async
+from ._api import set_event as set_event
 from ._errors import CorruptLogError as CorruptLogError
 from ._errors import EvflowError as EvflowError
 from ._errors import NoEngineError as NoEngineError
@@ -79,6 +81,7 @@ __all__ = [
     "get_current_attempt",
     "get_current_step_name",
     "get_current_workflow_id",
+    "get_event",
     "get_metadata",
     "get_output",
     "get_status",
@@ -88,6 +91,7 @@ __all__ = [
     "resume",
     "resume_all",
     "resume_async",
+    "set_event",
     "sleep",
     "sleep_until",
     "step",

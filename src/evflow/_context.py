@@ -49,10 +49,16 @@ open_engines: list[NodeRunner] = []
 
 
 class StepHost(Protocol):
-    """What a running step needs of the engine that runs it (``attach_metadata``)."""
+    """What a running step needs of the engine that runs it (``attach_metadata``,
+    ``set_event``)."""
 
     @property
     def loop_token(self) -> Any: ...
+
+    @property
+    def allow_pickle(self) -> bool: ...
+
+    def publish_nowait(self, workflow_id: str, step: str | None, key: str, value: bytes) -> None: ...
 
     def in_event_loop_thread(self) -> bool: ...
 

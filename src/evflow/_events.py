@@ -22,6 +22,7 @@ __all__ = [
     "AnyEvent",
     "ErrorInfo",
     "Event",
+    "EventPublished",
     "MetadataAttached",
     "StepFailed",
     "StepFinished",
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 #: Version of the log format written by this release. Readers accept every version up to it.
-#: 2: durable time (the ``SLEEP`` step type, ``TimerStarted``).
+#: 2: durable time (the ``SLEEP`` step type, ``TimerStarted``), ``EventPublished``.
 FORMAT_VERSION = 2
 
 StepType: TypeAlias = Literal["FUNCTION", "ACTOR_METHOD", "SLEEP"]
@@ -192,6 +193,15 @@ class TimerStarted(Event, frozen=True):
     wake_time: float
 
 
+class EventPublished(Event, frozen=True):
+    """Running step ``step`` published ``value`` (an encoded value) under ``key``
+    (``evflow.set_event``); a later one with the same key replaces it."""
+
+    key: str
+    value: bytes
+    step: str | None = None
+
+
 AnyEvent: TypeAlias = (
     WorkflowStarted
     | StepStarted
@@ -203,6 +213,7 @@ AnyEvent: TypeAlias = (
     | MetadataAttached
     | ActorCallSubmitted
     | TimerStarted
+    | EventPublished
 )
 
 #: Every event class by its tag (the ``type`` field of the encoded form).
@@ -219,5 +230,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         MetadataAttached,
         ActorCallSubmitted,
         TimerStarted,
+        EventPublished,
     )
 }

@@ -9,6 +9,7 @@ from ._events import ActorCallSubmitted as ActorCallSubmitted
 from ._events import AnyEvent as AnyEvent
 from ._events import ErrorInfo as ErrorInfo
 from ._events import Event as Event
+from ._events import EventPublished as EventPublished
 from ._events import MetadataAttached as MetadataAttached
 from ._events import StepFailed as StepFailed
 from ._events import StepFinished as StepFinished
@@ -28,6 +29,7 @@ __all__ = [
     "AnyEvent",
     "ErrorInfo",
     "Event",
+    "EventPublished",
     "MetadataAttached",
     "StepFailed",
     "StepFinished",

@@ -53,6 +53,7 @@ SCENARIOS = [
     # format 2: durable time
     "slept",
     "sleep-interrupted",
+    "published",
 ]
 
 _flaky_fails = True
@@ -138,6 +139,14 @@ def nap_again() -> evflow.Node:
     return evflow.sleep(0.01)
 
 
+@evflow.step(name="report")
+def report(n: int) -> int:
+    for done in range(1, n + 1):
+        evflow.set_event("progress", {"done": done, "of": n})
+    evflow.set_event("summary", ("rows", n))
+    return n
+
+
 @evflow.virtual_actor
 class Counter:
     def __init__(self, start: int = 0) -> None:
@@ -187,6 +196,8 @@ async def second_session(engine: evflow.Engine) -> None:
     await engine.resume("sleep-interrupted")  # waits only for what is left of its sleep
 
     await engine.run(annotate_async.step(annotate.step(3)), "attached-metadata", metadata={"kind": "attach"})
+
+    await engine.run(report.step(2), "published")
 
     counter = await Counter.get_or_create("actor", 10)  # type: ignore[attr-defined]
     await counter.incr.options(name="incr", metadata={"k": "v"}).run(5)

@@ -16,6 +16,7 @@ from .._errors import CorruptLogError, EvflowError, LogFoldError
 from .._events import (
     ActorCallSubmitted,
     AnyEvent,
+    EventPublished,
     MetadataAttached,
     StepFailed,
     StepFinished,
@@ -146,6 +147,8 @@ def print_workflow(state: WorkflowState, metadata: dict[str, Any], last_seq: int
         ["duration", fmt_duration(stats.get("start_time"), stats.get("end_time"))],
         ["metadata", fmt_json(metadata["user_metadata"])],
     ]
+    if state.published:
+        rows.append(["published", ", ".join(state.published)])
     if state.error is not None and state.run_status is WorkflowStatus.FAILED:
         where = f" (at step {state.failed_step})" if state.failed_step else ""
         rows.append(["error", error_text(state.error) + where])
@@ -273,6 +276,8 @@ def describe_event(event: AnyEvent) -> str:
         return f"{event.step.name} ({event.step.func})"
     if isinstance(event, TimerStarted):
         return f"{event.name} wakes at {fmt_time(event.wake_time)}"
+    if isinstance(event, EventPublished):
+        return f"{event.key} = {value_preview(event.value)}" + (f" (by {event.step})" if event.step else "")
     return ""
 
 

@@ -22,6 +22,7 @@ from ._kinds import StepKindFactory as StepKindFactory
 from ._kinds import WorkflowKindService as WorkflowKindService
 from ._kinds import register_step_kind as register_step_kind
 from ._kinds import register_workflow_kind as register_workflow_kind
+from ._published import check_event_key as check_event_key
 from ._run import LiveRun as LiveRun
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowKindService",
     "call",
+    "check_event_key",
     "current_engine",
     "is_store_failure",
     "register_step_kind",

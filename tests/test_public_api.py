@@ -56,6 +56,7 @@ PUBLIC = {
         "sleep_until",
         "step",
         "virtual_actor",
+        "wait",
     ],
     evflow.stores: ["FileStore", "MemoryStore", "PostgresStore", "Store"],
     evflow.events: [

@@ -49,6 +49,7 @@ from .engine import Engine as Engine
 from .stores import Store as Store
 from .waiting import sleep as sleep
 from .waiting import sleep_until as sleep_until
+from .waiting import wait as wait
 
 __version__ = "0.1.0"
 
@@ -96,4 +97,5 @@ __all__ = [
     "sleep_until",
     "step",
     "virtual_actor",
+    "wait",
 ]

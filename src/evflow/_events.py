@@ -37,10 +37,11 @@ __all__ = [
 ]
 
 #: Version of the log format written by this release. Readers accept every version up to it.
-#: 2: durable time (the ``SLEEP`` step type, ``TimerStarted``), ``EventPublished``.
+#: 2: durable time (the ``SLEEP`` step type, ``TimerStarted``), ``EventPublished``, the
+#: ``WAIT`` step type.
 FORMAT_VERSION = 2
 
-StepType: TypeAlias = Literal["FUNCTION", "ACTOR_METHOD", "SLEEP"]
+StepType: TypeAlias = Literal["FUNCTION", "ACTOR_METHOD", "SLEEP", "WAIT"]
 
 # Every struct here is created with gc=False: the cyclic garbage collector does not track
 # them. They are frozen and hold only data (strings, numbers, bytes, JSON-like metadata,

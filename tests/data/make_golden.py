@@ -54,6 +54,7 @@ SCENARIOS = [
     "slept",
     "sleep-interrupted",
     "published",
+    "waited",
 ]
 
 _flaky_fails = True
@@ -147,6 +148,18 @@ def report(n: int) -> int:
     return n
 
 
+@evflow.step(name="pause")
+async def pause(label: str, seconds: float) -> str:
+    await anyio.sleep(seconds)
+    return label
+
+
+@evflow.step(name="rest")
+def rest(first: Any) -> Any:
+    _ready, pending = first
+    return evflow.wait(pending, num_returns=len(pending), timeout=30, name="rest_wait")
+
+
 @evflow.virtual_actor
 class Counter:
     def __init__(self, start: int = 0) -> None:
@@ -198,6 +211,9 @@ async def second_session(engine: evflow.Engine) -> None:
     await engine.run(annotate_async.step(annotate.step(3)), "attached-metadata", metadata={"kind": "attach"})
 
     await engine.run(report.step(2), "published")
+
+    first = evflow.wait([pause.step("slow", 0.1), pause.step("quick", 0.01), pause.step("mid", 0.05)])
+    await engine.run(rest.step(first), "waited")
 
     counter = await Counter.get_or_create("actor", 10)  # type: ignore[attr-defined]
     await counter.incr.options(name="incr", metadata={"k": "v"}).run(5)

@@ -1,4 +1,4 @@
-"""The nodes of SPEC section 8 as users build them: ``sleep`` and ``sleep_until``.
+"""The nodes of SPEC section 8 as users build them: ``sleep``, ``sleep_until``, ``wait``.
 
 They are ordinary DAG nodes (dependencies, continuations, whole workflows), recorded
 like step nodes with a ``step_type`` of their own, so the engine runs them with the step
@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .._codec import Ref
 from .._step import DEFAULT_OPTIONS, Node, StepFunction, validate_options
 
-__all__ = ["BuiltinStep", "sleep", "sleep_until"]
+__all__ = ["BuiltinStep", "sleep", "sleep_until", "wait"]
 
 
 class BuiltinStep(StepFunction[..., Any]):
@@ -23,8 +24,11 @@ class BuiltinStep(StepFunction[..., Any]):
     kind of ``step_type`` runs the step), and nothing is registered as importable.
     """
 
-    def __init__(self, path: str, step_type: str, options: dict[str, Any]) -> None:
+    def __init__(
+        self, path: str, step_type: str, options: dict[str, Any], *, waits_for_arguments: bool = True
+    ) -> None:
         # StepFunction.__init__ would register a callable as a recorded step function.
+        self.waits_for_arguments = waits_for_arguments
         self.func = _not_callable
         self.path = path
         self.step_type = step_type
@@ -54,6 +58,9 @@ def builtin_node(
     name: str | None,
     metadata: dict[str, Any] | None,
     kwargs: dict[str, Any],
+    *,
+    args: tuple[Any, ...] = (),
+    waits_for_arguments: bool = True,
 ) -> Node:
     """A node of a built-in step kind, its ``name``/``metadata`` checked as options are."""
     where = f"evflow.{default_name}()"
@@ -61,7 +68,8 @@ def builtin_node(
     if metadata is not None:
         options["metadata"] = metadata
     checked = validate_options(options, where)
-    return Node(BuiltinStep(path, step_type, checked), (), kwargs)
+    function = BuiltinStep(path, step_type, checked, waits_for_arguments=waits_for_arguments)
+    return Node(function, args, kwargs)
 
 
 def check_seconds(value: Any, what: str, *, at_least_zero: bool) -> float:
@@ -99,3 +107,60 @@ def sleep_until(epoch: float, *, name: str | None = None, metadata: dict[str, An
     """
     wake_time = check_seconds(epoch, "evflow.sleep_until(): epoch", at_least_zero=False)
     return builtin_node(SLEEP_PATH, "SLEEP", "sleep", name, metadata, {"until": wake_time})
+
+
+WAIT_PATH = "evflow:wait"
+
+
+def wait(
+    nodes: list[Any] | tuple[Any, ...],
+    num_returns: int = 1,
+    timeout: float | None = None,
+    *,
+    name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Node:
+    """A node that runs ``nodes`` concurrently and ends once ``num_returns`` of them have
+    ended, or at ``timeout`` seconds after it starts (recorded, so a resume waits only for
+    what is left); its value is ``(ready_values, pending)``.
+
+    ``ready_values`` are the values of at most ``num_returns`` ended nodes, in the order
+    they ended; ``pending`` stands for the others: references to their recorded steps,
+    which keep running. Pass ``pending`` to another ``evflow.wait`` (returned from a step,
+    a continuation) to go on waiting for them: none runs twice, also across resumes. A
+    node that fails for good fails the workflow. The default name is ``wait``. Raises
+    ``TypeError``/``ValueError`` for bad arguments, before anything is recorded.
+    """
+    if not isinstance(nodes, list | tuple):
+        raise TypeError(f"evflow.wait(): nodes must be a list of nodes, not {type(nodes).__name__}")
+    items = list(nodes)
+    if not items:
+        raise ValueError("evflow.wait(): nodes must not be empty")
+    seen: set[object] = set()
+    for item in items:
+        if not isinstance(item, Node | Ref):
+            raise TypeError(
+                f"evflow.wait(): every item must be a node (or a pending node of an earlier wait), "
+                f"not {type(item).__name__}"
+            )
+        key: object = ("ref", item.name) if isinstance(item, Ref) else id(item)
+        if key in seen:
+            raise ValueError(f"evflow.wait(): {item!r} is listed twice")
+        seen.add(key)
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int):
+        raise TypeError(f"evflow.wait(): num_returns must be an int, not {type(num_returns).__name__}")
+    if not 1 <= num_returns <= len(items):
+        raise ValueError(
+            f"evflow.wait(): num_returns must be 1 to {len(items)} (the nodes given), got {num_returns}"
+        )
+    limit = None if timeout is None else check_seconds(timeout, "evflow.wait(): timeout", at_least_zero=True)
+    return builtin_node(
+        WAIT_PATH,
+        "WAIT",
+        "wait",
+        name,
+        metadata,
+        {"num_returns": num_returns, "timeout": limit},
+        args=(items,),
+        waits_for_arguments=False,
+    )

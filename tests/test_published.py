@@ -165,7 +165,7 @@ async def test_replay_as_of_and_a_reopened_file_store(anyio_backend: str, tmp_pa
     ]
 )
 def setup(request: pytest.FixtureRequest) -> tuple[str, str]:
-    return tuple(request.param)  # type: ignore[return-value]
+    return tuple(request.param)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from ._attempts import MAX_RETRY_DELAY as MAX_RETRY_DELAY
 from ._calls import call as call
 from ._calls import substitute as substitute
 from ._core import EngineCore as EngineCore
+from ._core import EventListener as EventListener
 from ._core import is_store_failure as is_store_failure
 from ._engine import Engine as Engine
 from ._engine import StatusFilter as StatusFilter
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_RETRY_DELAY",
     "Engine",
     "EngineCore",
+    "EventListener",
     "Execution",
     "LiveRun",
     "PreparedStep",

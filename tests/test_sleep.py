@@ -186,6 +186,15 @@ async def test_many_sleepers_share_one_timer_task(anyio_backend: str) -> None:
             assert await handle is None
 
 
+async def test_an_engine_entered_again_starts_its_timer_again(anyio_backend: str) -> None:
+    engine = evflow.Engine("memory://")
+    async with engine:
+        assert await evflow.sleep(0.02).run("first") is None
+    async with engine:
+        assert await evflow.sleep(0.02).run("second") is None
+        assert _task_names().count("evflow timers") == 1
+
+
 def _task_names() -> list[str]:
     import sniffio
 

@@ -38,6 +38,10 @@ PUBLIC = {
         "cancel",
         "delete",
         "get_actor",
+        "get_current_attempt",
+        "get_current_step_name",
+        "get_current_workflow_id",
+        "get_event",
         "get_metadata",
         "get_output",
         "get_status",
@@ -47,8 +51,12 @@ PUBLIC = {
         "resume",
         "resume_all",
         "resume_async",
+        "set_event",
+        "sleep",
+        "sleep_until",
         "step",
         "virtual_actor",
+        "wait",
     ],
     evflow.stores: ["FileStore", "MemoryStore", "PostgresStore", "Store"],
     evflow.events: [
@@ -58,12 +66,14 @@ PUBLIC = {
         "AnyEvent",
         "ErrorInfo",
         "Event",
+        "EventPublished",
         "MetadataAttached",
         "StepFailed",
         "StepFinished",
         "StepOptions",
         "StepSpec",
         "StepStarted",
+        "TimerStarted",
         "WorkflowCanceled",
         "WorkflowFailed",
         "WorkflowFinished",
@@ -99,7 +109,7 @@ def test_errors_share_one_root_and_mix_in_builtins() -> None:
 
 def test_engine_mirrors_every_module_level_function() -> None:
     mirrored = [
-        "cancel", "delete", "get_actor", "get_metadata", "get_output", "get_status",
+        "cancel", "delete", "get_actor", "get_event", "get_metadata", "get_output", "get_status",
         "list_all", "resume", "resume_all", "resume_async",
     ]  # fmt: skip
     for name in mirrored:

@@ -22,6 +22,7 @@ from ._api import list_all as list_all
 from ._api import resume as resume
 from ._api import resume_all as resume_all
 from ._api import resume_async as resume_async
+from ._api import send as send
 from ._api import set_event as set_event
 from ._errors import CorruptLogError as CorruptLogError
 from ._errors import EvflowError as EvflowError
@@ -47,15 +48,18 @@ from ._step import step as step
 from .actors import virtual_actor as virtual_actor
 from .engine import Engine as Engine
 from .stores import Store as Store
+from .waiting import EventListener as EventListener
 from .waiting import sleep as sleep
 from .waiting import sleep_until as sleep_until
 from .waiting import wait as wait
+from .waiting import wait_for_event as wait_for_event
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CorruptLogError",
     "Engine",
+    "EventListener",
     "EvflowError",
     "NoEngineError",
     "Node",
@@ -92,10 +96,12 @@ __all__ = [
     "resume",
     "resume_all",
     "resume_async",
+    "send",
     "set_event",
     "sleep",
     "sleep_until",
     "step",
     "virtual_actor",
     "wait",
+    "wait_for_event",
 ]

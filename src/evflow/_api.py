@@ -27,6 +27,7 @@ __all__ = [
     "resume",
     "resume_all",
     "resume_async",
+    "send",
     "set_event",
 ]
 
@@ -158,3 +159,15 @@ async def get_event(workflow_id: str, key: str, timeout: float | None = None) ->
     Raises ``WorkflowNotFoundError``, ``TypeError``/``ValueError`` for a bad key or timeout.
     """
     return await current_engine().get_event(workflow_id, key, timeout)
+
+
+async def send(workflow_id: str, topic: str, payload: Any, *, idempotency_key: str | None = None) -> None:
+    """Record a message on ``topic`` in the workflow's log, durably, before returning;
+    ``evflow.wait_for_event(topic)`` consumes it (the oldest unconsumed first).
+
+    The same ``idempotency_key`` for the same workflow is recorded once. Raises
+    ``WorkflowNotFoundError``, ``WorkflowNotRunningError`` for a finished workflow, and
+    ``TypeError``/``ValueError``/``UnencodableError`` for a bad topic or payload, before
+    anything is written.
+    """
+    await current_engine().send(workflow_id, topic, payload, idempotency_key=idempotency_key)

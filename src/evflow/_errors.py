@@ -98,11 +98,10 @@ class WorkflowRunningError(EvflowError):
 class WorkflowNotRunningError(EvflowError):
     """Waiting on a workflow that no live engine runs (resume it first)."""
 
-    def __init__(self, workflow_id: str, status: str) -> None:
-        super().__init__(
-            f"workflow {workflow_id!r} is {status} and not running; "
-            f"call evflow.resume({workflow_id!r}) to run it"
-        )
+    def __init__(self, workflow_id: str, status: str, hint: str | None = None) -> None:
+        if hint is None:
+            hint = f"call evflow.resume({workflow_id!r}) to run it"
+        super().__init__(f"workflow {workflow_id!r} is {status} and not running; {hint}")
         self.workflow_id = workflow_id
         self.status = status
 

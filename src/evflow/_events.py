@@ -23,6 +23,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventPublished",
+    "MessageReceived",
     "MetadataAttached",
     "StepFailed",
     "StepFinished",
@@ -38,10 +39,11 @@ __all__ = [
 
 #: Version of the log format written by this release. Readers accept every version up to it.
 #: 2: durable time (the ``SLEEP`` step type, ``TimerStarted``), ``EventPublished``, the
-#: ``WAIT`` step type.
+#: ``WAIT`` step type; messages (``MessageReceived``, the ``EVENT`` step type and
+#: ``StepFinished.consumed``).
 FORMAT_VERSION = 2
 
-StepType: TypeAlias = Literal["FUNCTION", "ACTOR_METHOD", "SLEEP", "WAIT"]
+StepType: TypeAlias = Literal["FUNCTION", "ACTOR_METHOD", "SLEEP", "WAIT", "EVENT"]
 
 # Every struct here is created with gc=False: the cyclic garbage collector does not track
 # them. They are frozen and hold only data (strings, numbers, bytes, JSON-like metadata,
@@ -132,7 +134,8 @@ class StepFinished(Event, frozen=True):
     Exactly one of: ``output`` (the encoded value; absent when ``checkpoint=False``) or
     a continuation, ``continuation`` (the sub-DAG's specs, recorded in this same event)
     whose output node ``continuation_output`` gives this step its value. An actor's writer
-    step also records the actor's new ``actor_state``.
+    step also records the actor's new ``actor_state``. An ``EVENT`` step that took a
+    message records its ``seq`` as ``consumed``: the message is consumed with this event.
     """
 
     name: str
@@ -140,6 +143,7 @@ class StepFinished(Event, frozen=True):
     continuation: list[StepSpec] = []
     continuation_output: str | None = None
     actor_state: bytes | None = None
+    consumed: int | None = None
 
 
 class StepFailed(Event, frozen=True):
@@ -203,6 +207,21 @@ class EventPublished(Event, frozen=True):
     step: str | None = None
 
 
+class MessageReceived(Event, frozen=True):
+    """A message on ``topic`` (``evflow.send``) arrived; ``payload`` is an encoded value.
+
+    It waits, unconsumed, until an ``EVENT`` step takes it (``StepFinished.consumed``).
+    A message whose ``idempotency_key`` (or, moved from a shared store's mailbox, whose
+    ``mailbox_id``) an earlier one of this workflow carried is a duplicate: the fold
+    ignores it.
+    """
+
+    topic: str
+    payload: bytes
+    idempotency_key: str | None = None
+    mailbox_id: int | None = None
+
+
 AnyEvent: TypeAlias = (
     WorkflowStarted
     | StepStarted
@@ -215,6 +234,7 @@ AnyEvent: TypeAlias = (
     | ActorCallSubmitted
     | TimerStarted
     | EventPublished
+    | MessageReceived
 )
 
 #: Every event class by its tag (the ``type`` field of the encoded form).
@@ -232,5 +252,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ActorCallSubmitted,
         TimerStarted,
         EventPublished,
+        MessageReceived,
     )
 }

@@ -23,6 +23,7 @@ from ._events import (
     ErrorInfo,
     Event,
     EventPublished,
+    MessageReceived,
     MetadataAttached,
     StepFailed,
     StepFinished,
@@ -71,6 +72,9 @@ class StepStatus(StrEnum):
 _NO_CALLS: deque[str] = deque(maxlen=0)
 #: The shared empty ``published`` of every workflow that never published (never mutated).
 _NO_PUBLISHED: dict[str, EventPublished] = {}
+#: The shared empty ``inbox`` of every workflow that never received a message (never mutated).
+_NO_INBOX: dict[str, dict[int, MessageReceived]] = {}
+_NO_IDS: set[str | int] = set()
 
 
 class StepState:
@@ -78,6 +82,7 @@ class StepState:
 
     __slots__ = (
         "attempt",
+        "consumed",
         "continuation_output",
         "end_time",
         "error",
@@ -107,6 +112,8 @@ class StepState:
         self.error: ErrorInfo | None = None
         #: When a durable timer of the step fires (``TimerStarted``); kept across resumes.
         self.wake_time: float | None = None
+        #: The seq of the message an ``EVENT`` step consumed (``StepFinished.consumed``).
+        self.consumed: int | None = None
 
     @property
     def name(self) -> str:
@@ -125,9 +132,11 @@ class WorkflowState:
         "error",
         "failed_step",
         "final_output",
+        "inbox",
         "kind",
         "last_seq",
         "live",
+        "message_ids",
         "output",
         "owner",
         "published",
@@ -167,6 +176,12 @@ class WorkflowState:
         self.actor_calls: deque[str] = _NO_CALLS
         #: The latest ``EventPublished`` of each key (``evflow.set_event``), in first-set order.
         self.published: dict[str, EventPublished] = _NO_PUBLISHED
+        #: The unconsumed messages (``MessageReceived``) per topic, oldest first, by seq
+        #: (a shared empty dict until the first message).
+        self.inbox: dict[str, dict[int, MessageReceived]] = _NO_INBOX
+        #: The idempotency keys (``str``) and mailbox ids (``int``) of every message
+        #: received, consumed or not: a later message with one of them is a duplicate.
+        self.message_ids: set[str | int] = _NO_IDS
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -254,6 +269,36 @@ class WorkflowState:
             if index >= self.counters.get(base, 0):
                 self.counters[base] = index + 1
 
+    def _receive(self, event: MessageReceived) -> None:
+        ids = [i for i in (event.idempotency_key, event.mailbox_id) if i is not None]
+        if any(i in self.message_ids for i in ids):
+            return  # a duplicate: recorded once already
+        if ids:
+            if self.message_ids is _NO_IDS:
+                self.message_ids = set()
+            self.message_ids.update(ids)
+        if self.inbox is _NO_INBOX:
+            self.inbox = {}
+        self.inbox.setdefault(event.topic, {})[event.seq] = event
+
+    def _consume(self, step: StepState, seq: int) -> None:
+        for topic, waiting in self.inbox.items():
+            if waiting.pop(seq, None) is not None:
+                if not waiting:
+                    del self.inbox[topic]
+                step.consumed = seq
+                return
+        raise ValueError(f"step {step.name!r} consumes message seq {seq}, which is no unconsumed message")
+
+    def oldest_message(
+        self, topic: str, skip: set[int] | frozenset[int] = frozenset()
+    ) -> MessageReceived | None:
+        """The oldest unconsumed message on ``topic`` whose seq is not in ``skip``."""
+        for seq, message in self.inbox.get(topic, {}).items():
+            if seq not in skip:
+                return message
+        return None
+
     def _stop_running(self, status: StepStatus) -> None:
         for name in self.running:
             self.steps[name].status = status
@@ -277,10 +322,13 @@ def _stats(start_time: float | None, end_time: float | None) -> dict[str, float]
 
 
 def _step_stats(step: StepState) -> dict[str, float]:
-    """A step's ``stats``: its times, and a waiting step's ``wake_time`` once recorded."""
+    """A step's ``stats``: its times, a waiting step's ``wake_time`` once recorded, and
+    the ``seq`` of the message an event step consumed once it ended."""
     stats = _stats(step.start_time, step.end_time)
     if step.wake_time is not None:
         stats["wake_time"] = step.wake_time
+    if step.consumed is not None:
+        stats["seq"] = step.consumed
     return stats
 
 
@@ -359,6 +407,8 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
             state._register(event.continuation, event.name)
         if event.actor_state is not None:
             state.actor_state = event.actor_state
+        if event.consumed is not None:
+            state._consume(step, event.consumed)
     elif isinstance(event, StepFailed):
         step = state.step(event.name)
         step.attempt = event.attempt
@@ -408,6 +458,8 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
         if state.published is _NO_PUBLISHED:
             state.published = {}
         state.published[event.key] = event
+    elif isinstance(event, MessageReceived):
+        state._receive(event)
     else:  # pragma: no cover - every member of the union is handled above
         raise ValueError(f"unknown event type {type(event).__name__}")
     return state

@@ -10,6 +10,7 @@ from ._events import AnyEvent as AnyEvent
 from ._events import ErrorInfo as ErrorInfo
 from ._events import Event as Event
 from ._events import EventPublished as EventPublished
+from ._events import MessageReceived as MessageReceived
 from ._events import MetadataAttached as MetadataAttached
 from ._events import StepFailed as StepFailed
 from ._events import StepFinished as StepFinished
@@ -30,6 +31,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventPublished",
+    "MessageReceived",
     "MetadataAttached",
     "StepFailed",
     "StepFinished",

@@ -55,6 +55,7 @@ SCENARIOS = [
     "sleep-interrupted",
     "published",
     "waited",
+    "messaged",
 ]
 
 _flaky_fails = True
@@ -177,6 +178,11 @@ class Counter:
 # -- scenarios -----------------------------------------------------------------------------------
 
 
+@evflow.step(name="paid")
+def paid(payment: Any, reminder: Any) -> str:
+    return f"paid {payment!r}, reminder {reminder!r}"
+
+
 async def first_session(engine: evflow.Engine) -> None:
     xs = load.step(4)  # used twice: runs once
     dag = total.step(square.step(xs), {"countdown": countdown.step(2), "pair": (xs, 1)}, guarded.step())
@@ -214,6 +220,15 @@ async def second_session(engine: evflow.Engine) -> None:
 
     first = evflow.wait([pause.step("slow", 0.1), pause.step("quick", 0.01), pause.step("mid", 0.05)])
     await engine.run(rest.step(first), "waited")
+
+    # a message before the wait (deduplicated by its key), one on a topic nobody waits
+    # for (left unconsumed), and a wait that times out
+    waits = paid.step(evflow.wait_for_event("payment"), evflow.wait_for_event("reminder", timeout=0.01))
+    handle = await engine.run_async(waits, "messaged")
+    await engine.send("messaged", "payment", {"amount": 42}, idempotency_key="order-7")
+    await engine.send("messaged", "payment", {"amount": 42}, idempotency_key="order-7")
+    await engine.send("messaged", "ignored", [1, 2])
+    await handle.result()
 
     counter = await Counter.get_or_create("actor", 10)  # type: ignore[attr-defined]
     await counter.incr.options(name="incr", metadata={"k": "v"}).run(5)

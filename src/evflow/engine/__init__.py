@@ -24,6 +24,8 @@ from ._kinds import StepKindFactory as StepKindFactory
 from ._kinds import WorkflowKindService as WorkflowKindService
 from ._kinds import register_step_kind as register_step_kind
 from ._kinds import register_workflow_kind as register_workflow_kind
+from ._messages import MailboxService as MailboxService
+from ._messages import check_topic as check_topic
 from ._published import check_event_key as check_event_key
 from ._run import LiveRun as LiveRun
 
@@ -34,6 +36,7 @@ __all__ = [
     "EventListener",
     "Execution",
     "LiveRun",
+    "MailboxService",
     "PreparedStep",
     "StatusFilter",
     "StepKind",
@@ -43,6 +46,7 @@ __all__ = [
     "WorkflowKindService",
     "call",
     "check_event_key",
+    "check_topic",
     "current_engine",
     "default_engine",
     "is_store_failure",

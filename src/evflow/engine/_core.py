@@ -408,15 +408,18 @@ class EngineCore:
         self.notify(wid)
         return state
 
-    async def append_then_fold(
-        self, state: WorkflowState | None, event: WorkflowStarted
-    ) -> WorkflowState | None:
+    async def append_then_fold(self, state: WorkflowState | None, event: Event) -> WorkflowState | None:
         """Append ``event`` durably, then fold it (into ``state``, or a new workflow's
-        state): how an engine claims a workflow on a shared store. Returns None, and
+        state: then a ``WorkflowStarted``): how an engine claims a workflow on a shared
+        store, or records a message for one nobody runs. Returns None, and
         marks the workflow to be read afresh, when another engine appended first. Any
         other ``StoreError`` is raised (the workflow is then read afresh too: whether the
         event landed is unknown)."""
-        wid = event.workflow_id
+        if state is None:
+            assert isinstance(event, WorkflowStarted), "a new workflow begins with WorkflowStarted"
+            wid = event.workflow_id
+        else:
+            wid = state.workflow_id
         try:
             await self.store.append(wid, [event])
         except SequenceConflictError:

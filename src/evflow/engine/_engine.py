@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -30,6 +31,7 @@ from ..stores import Store
 from ..stores._open import open_store
 from ._core import EngineCore, is_store_failure
 from ._dags import record_dag
+from ._messages import MailboxService, send
 from ._published import get_event
 
 __all__ = ["Engine", "StatusFilter", "current_engine", "default_engine"]
@@ -82,6 +84,10 @@ class Engine:
         if self._core.is_open:
             raise RuntimeError("this engine is already open")
         await self._core.open()
+        if self.store.shared:  # other engines post messages for the workflows this one runs
+            self._core.require_open().start_soon(
+                self._core.service(MailboxService).run, name="evflow mailbox"
+            )
         self._context_token = _context.set_current_engine(self)
         _context.open_engines.append(self)
         return self
@@ -263,6 +269,23 @@ class Engine:
         waits for one for at most ``timeout`` seconds, then returns None."""
         return await get_event(self._core, workflow_id, key, timeout)
 
+    async def send(
+        self, workflow_id: str, topic: str, payload: Any, *, idempotency_key: str | None = None
+    ) -> None:
+        """Record a message on ``topic`` in the workflow's log, durably, before returning;
+        the oldest unconsumed one of its topic is the value of the next
+        ``evflow.wait_for_event(topic)`` step.
+
+        The workflow may be running (here or in another engine on a shared store), waiting
+        or RESUMABLE. A message with an ``idempotency_key`` the workflow already received
+        is not recorded again. The payload is encoded like a step's arguments and the
+        topic checked (``TypeError``/``ValueError``/``UnencodableError``) before anything
+        is written. Raises ``WorkflowNotFoundError``, and ``WorkflowNotRunningError`` for
+        a finished workflow (SUCCESSFUL, FAILED, CANCELED; an actor only when CANCELED).
+        """
+        self._core.require_open()
+        await send(self._core, workflow_id, topic, payload, idempotency_key)
+
     async def resume(self, workflow_id: str) -> Any:
         """Re-run what has no checkpointed output and return the output (see ``resume_async``)."""
         handle = await self.resume_async(workflow_id)
@@ -319,6 +342,9 @@ class Engine:
                 raise core.store_failure(workflow_id, exc) from exc
         core.start_run(state)
         await core.flush_start(workflow_id)
+        if self.store.shared:  # mail its last owner did not move before it went away
+            with contextlib.suppress(StoreError):  # else the mailbox service moves it later
+                await core.service(MailboxService).drain([workflow_id])
         return core.handle(workflow_id)
 
     async def resume_all(self, include_failed: bool = False) -> list[tuple[str, WorkflowHandle]]:

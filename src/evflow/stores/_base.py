@@ -120,6 +120,31 @@ class Store(abc.ABC):
                 return
             await anyio.sleep(poll_interval)
 
+    # -- the mailbox: messages for a workflow another live engine runs (shared stores) -------
+
+    async def post_message(self, workflow_id: str, message: bytes) -> int:
+        """Keep an encoded message for the engine that runs the workflow, durably, and
+        notify the engines; return its mailbox id (unique, increasing).
+
+        Only shared stores have a mailbox: in any other the engine that sends is the
+        workflow's one writer and appends the message itself (``NotImplementedError``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not shared: it has no mailbox")
+
+    async def read_mailbox(self, workflow_ids: Sequence[str]) -> list[tuple[int, str, bytes]]:
+        """The mail of these workflows, ``(mailbox id, workflow id, message)``, oldest first."""
+        return []
+
+    async def delete_from_mailbox(self, mailbox_ids: Sequence[int]) -> None:
+        """Forget mail moved into its workflow's log (unknown ids are ignored)."""
+
+    async def wait_for_mail(self, seen: int, recheck: float) -> int:
+        """Return a mail counter once it is past ``seen`` (mail was posted since), or after
+        ``recheck`` seconds; the first call (``seen=-1``) returns as soon as the store
+        listens. A store without a mailbox never has mail: it waits forever."""
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def owner_alive(self, owner: str | None) -> bool:
         """Whether the engine with id ``owner`` is alive and using this store.
 

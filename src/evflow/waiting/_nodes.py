@@ -1,4 +1,5 @@
-"""The nodes of SPEC section 8 as users build them: ``sleep``, ``sleep_until``, ``wait``.
+"""The nodes of SPEC section 8 as users build them: ``sleep``, ``sleep_until``, ``wait``,
+``wait_for_event``.
 
 They are ordinary DAG nodes (dependencies, continuations, whole workflows), recorded
 like step nodes with a ``step_type`` of their own, so the engine runs them with the step
@@ -11,10 +12,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .._codec import Ref
+from .._codec import Ref, import_path
 from .._step import DEFAULT_OPTIONS, Node, StepFunction, validate_options
+from ..engine import check_topic
+from ._listeners import EventListener
 
-__all__ = ["BuiltinStep", "sleep", "sleep_until", "wait"]
+__all__ = ["BuiltinStep", "sleep", "sleep_until", "wait", "wait_for_event"]
 
 
 class BuiltinStep(StepFunction[..., Any]):
@@ -162,5 +165,63 @@ def wait(
         metadata,
         {"num_returns": num_returns, "timeout": limit},
         args=(items,),
+        waits_for_arguments=False,
+    )
+
+
+EVENT_PATH = "evflow:wait_for_event"
+
+
+def wait_for_event(
+    event: str | type[EventListener],
+    *args: Any,
+    timeout: float | None = None,
+    name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Node:
+    """A node whose value is the next message on topic ``event``, or the event a listener
+    class gives.
+
+    With a topic (a non-empty ``str``): the node consumes the oldest unconsumed message
+    on it (``evflow.send``), exactly once, also across crashes; messages sent before it
+    starts wait for it. With a subclass of ``evflow.EventListener``: the node awaits
+    ``ListenerClass().poll_for_event(*args, **kwargs)`` and records the event; its
+    ``event_checkpointed(event)`` is awaited once that is durable. ``timeout`` (seconds,
+    recorded when the node first starts, like a sleep's wake time) makes the value
+    ``None`` when nothing came in time. The default name is ``wait_for_event``. Raises
+    ``TypeError``/``ValueError`` for bad arguments, before anything is recorded.
+    """
+    limit = (
+        None
+        if timeout is None
+        else check_seconds(timeout, "evflow.wait_for_event(): timeout", at_least_zero=True)
+    )
+    if isinstance(event, str):
+        check_topic(event, "evflow.wait_for_event()")
+        if args or kwargs:
+            raise TypeError("evflow.wait_for_event(topic): a topic takes no further arguments")
+        return builtin_node(
+            EVENT_PATH, "EVENT", "wait_for_event", name, metadata, {"topic": event, "timeout": limit}
+        )
+    if not (isinstance(event, type) and issubclass(event, EventListener)):
+        raise TypeError(
+            "evflow.wait_for_event() takes a topic (str) or a subclass of evflow.EventListener, "
+            f"not {event!r}"
+        )
+    options = {"listener": import_path(event), "timeout": limit, "kwargs": kwargs}
+    return builtin_node(EVENT_PATH, "EVENT", "wait_for_event", name, metadata, options, args=args)
+
+
+def event_checkpointed_node(listener: type[EventListener], event: Any) -> Node:
+    """The step after a listener's event is recorded: awaits its ``event_checkpointed``."""
+    return builtin_node(
+        EVENT_PATH,
+        "EVENT",
+        "event_checkpointed",
+        None,
+        None,
+        {"checkpointed": import_path(listener)},
+        args=(event,),
         waits_for_arguments=False,
     )

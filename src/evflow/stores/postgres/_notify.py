@@ -2,7 +2,9 @@
 
 Each committed batch sends ``NOTIFY`` on a per-schema channel with a JSON array of
 workflow ids (``"*"`` when it would not fit, see ``note``); ``Listener`` LISTENs on a
-dedicated connection and wakes whoever waits for one of those workflows.
+dedicated connection and wakes whoever waits for one of those workflows. Mail posted to
+the mailbox sends ``"@"`` followed by that array (``mail_note``): it wakes whoever waits
+for mail (``wait_mail``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import anyio
 
-__all__ = ["LISTEN_RECHECK", "Listener", "note"]
+__all__ = ["LISTEN_RECHECK", "Listener", "mail_note", "note"]
 
 #: NOTIFY payloads are limited to 8000 bytes; a longer id list is replaced by "*".
 _NOTIFY_LIMIT = 7900
@@ -25,6 +27,11 @@ def note(workflow_ids: Sequence[str]) -> str:
     """The NOTIFY payload of a batch: its workflow ids, or ``"*"`` when too long."""
     text = json.dumps(workflow_ids, ensure_ascii=False, separators=(",", ":"))
     return "*" if len(text.encode()) > _NOTIFY_LIMIT else text
+
+
+def mail_note(workflow_id: str) -> str:
+    """The NOTIFY payload of mail posted for the workflow."""
+    return "@" + note([workflow_id])
 
 
 class Listener:
@@ -39,6 +46,9 @@ class Listener:
         self._open = False
         #: Workflow id -> the events its waiters sleep on.
         self.waiters: dict[str, set[anyio.Event]] = {}
+        #: Mail notifications heard so far, and the events mail waiters sleep on.
+        self.mail_count = 0
+        self.mail_waiters: set[anyio.Event] = set()
 
     def open(self) -> None:
         self._lock = anyio.Lock()
@@ -76,6 +86,21 @@ class Listener:
                     if not waiters:
                         del self.waiters[workflow_id]
 
+    async def wait_mail(self, seen: int, recheck: float, poll_interval: float) -> int:
+        """Return ``mail_count`` once it is past ``seen``, or after ``recheck`` seconds
+        (``poll_interval`` while it cannot listen); at once for ``seen=-1`` once listening."""
+        listening = await self._listen()
+        if self.mail_count > seen:
+            return self.mail_count
+        woken = anyio.Event()
+        self.mail_waiters.add(woken)
+        try:
+            with anyio.move_on_after(recheck if listening else poll_interval):
+                await woken.wait()
+        finally:
+            self.mail_waiters.discard(woken)
+        return self.mail_count
+
     async def _listen(self) -> bool:
         """Make sure the LISTEN connection is up; False if it cannot be."""
         if self._conn is not None and not self._conn.is_closed():
@@ -103,6 +128,11 @@ class Listener:
             return True
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if payload.startswith("@"):
+            self.mail_count += 1
+            for event in self.mail_waiters:
+                event.set()
+            return
         if payload.startswith("["):
             try:
                 ids = json.loads(payload)
@@ -119,6 +149,8 @@ class Listener:
         self._wake_all()  # waiters re-check, then reconnect or poll
 
     def _wake_all(self) -> None:
+        for event in self.mail_waiters:
+            event.set()
         for events in self.waiters.values():
             for event in events:
                 event.set()

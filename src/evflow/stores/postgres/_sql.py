@@ -6,6 +6,8 @@ Layout (schema ``evflow`` by default, created on ``open``)::
     workflows(workflow_id text PRIMARY KEY, last_seq bigint)      one row per log
     events(workflow_id text, seq bigint, time float8, type text, payload bytea,
            PRIMARY KEY (workflow_id, seq))                         payload = encode_event
+    mailbox(id bigserial PRIMARY KEY, workflow_id text, message bytea, created float8)
+                                  messages for a workflow another live engine runs
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Sql:
     def __init__(self, s: str) -> None:
         self.tables_exist = (
             f"SELECT to_regclass('{s}.workflows') IS NOT NULL AND to_regclass('{s}.events') IS NOT NULL"
+            f" AND to_regclass('{s}.mailbox') IS NOT NULL"
         )
         self.create = f"""
             CREATE SCHEMA IF NOT EXISTS {s};
@@ -40,6 +43,13 @@ class Sql:
                 payload bytea NOT NULL,
                 PRIMARY KEY (workflow_id, seq)
             );
+            CREATE TABLE IF NOT EXISTS {s}.mailbox (
+                id bigserial PRIMARY KEY,
+                workflow_id text NOT NULL,
+                message bytea NOT NULL,
+                created double precision NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS mailbox_workflow_id ON {s}.mailbox (workflow_id);
         """
         # Move each workflow's last_seq from first_seq - 1 (row-locked: a concurrent append
         # to it waits, then misses) or create it at seq 1; ``accepted`` is who succeeded.
@@ -91,6 +101,18 @@ class Sql:
         self.has_events = f"SELECT EXISTS (SELECT 1 FROM {s}.events WHERE workflow_id = $1 AND seq > $2)"
         self.delete_workflow = f"DELETE FROM {s}.workflows WHERE workflow_id = $1 RETURNING 1"
         self.delete_events = f"DELETE FROM {s}.events WHERE workflow_id = $1"
+        self.post_mail = f"""
+            WITH m AS (
+                INSERT INTO {s}.mailbox (workflow_id, message, created) VALUES ($1, $2, $3)
+                RETURNING id
+            )
+            SELECT id, pg_notify($4, $5) FROM m"""
+        self.read_mail = (
+            f"SELECT id, workflow_id, message FROM {s}.mailbox "
+            "WHERE workflow_id = ANY($1::text[]) ORDER BY id"
+        )
+        self.delete_mail = f"DELETE FROM {s}.mailbox WHERE id = ANY($1::bigint[])"
+        self.delete_workflow_mail = f"DELETE FROM {s}.mailbox WHERE workflow_id = $1"
         self.lock_held = """
             SELECT EXISTS (
                 SELECT 1 FROM pg_locks

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -44,7 +45,7 @@ from ..._events import AnyEvent, Event
 from .._base import Store, check_sequence
 from .._group_commit import Batch, GroupCommit
 from ._dsn import DEFAULT_SCHEMA, check_schema, pop_schema, redact
-from ._notify import Listener, note
+from ._notify import Listener, mail_note, note
 from ._sql import DDL_LOCK, OWNER_LOCK, Sql
 
 __all__ = ["PostgresStore"]
@@ -523,6 +524,7 @@ class PostgresStore(Store):
             async with pool.acquire() as conn, conn.transaction():
                 found = await conn.fetchval(self._sql.delete_workflow, workflow_id)
                 status = await conn.execute(self._sql.delete_events, workflow_id)
+                await conn.execute(self._sql.delete_workflow_mail, workflow_id)
         except self._asyncpg.UndefinedTableError:
             return False
         self._learn(workflow_id, 0)
@@ -546,6 +548,56 @@ class PostgresStore(Store):
                 return False
 
         await self._listener.wait(workflow_id, has_events, poll_interval)
+
+    # -- the mailbox ----------------------------------------------------------------------
+
+    async def post_message(self, workflow_id: str, message: bytes) -> int:
+        """Insert the message into the mailbox and NOTIFY, in one statement; its id."""
+        if self.read_only:
+            raise StoreError(f"{self.url}: store is open read-only")
+        pool = self._pool_or_raise()
+        pg = self._asyncpg
+        try:
+            async with pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    self._sql.post_mail,
+                    workflow_id,
+                    message,
+                    time.time(),
+                    self._listener.channel,
+                    mail_note(workflow_id),
+                )
+        except (OSError, pg.PostgresError, pg.InterfaceError) as exc:
+            raise StoreError(f"{self.url}: cannot post a message for {workflow_id!r}: {exc}") from exc
+        return int(row[0])
+
+    async def read_mailbox(self, workflow_ids: Sequence[str]) -> list[tuple[int, str, bytes]]:
+        pool = self._pool_or_raise()
+        pg = self._asyncpg
+        try:
+            async with pool.acquire() as conn:
+                rows = await conn.fetch(self._sql.read_mail, list(workflow_ids))
+        except pg.UndefinedTableError:
+            return []
+        except (OSError, pg.PostgresError, pg.InterfaceError) as exc:
+            raise StoreError(f"{self.url}: cannot read the mailbox: {exc}") from exc
+        return [(int(r[0]), r[1], bytes(r[2])) for r in rows]
+
+    async def delete_from_mailbox(self, mailbox_ids: Sequence[int]) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.url}: store is open read-only")
+        pool = self._pool_or_raise()
+        pg = self._asyncpg
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(self._sql.delete_mail, list(mailbox_ids))
+        except (OSError, pg.PostgresError, pg.InterfaceError) as exc:
+            raise StoreError(f"{self.url}: cannot delete from the mailbox: {exc}") from exc
+
+    async def wait_for_mail(self, seen: int, recheck: float) -> int:
+        """Woken by the mailbox's ``NOTIFY``; see ``Store.wait_for_mail``."""
+        self._pool_or_raise()
+        return await self._listener.wait_mail(seen, recheck, min(recheck, 1.0))
 
     async def owner_alive(self, owner: str | None) -> bool:
         """Whether the engine ``owner`` is connected: it holds its own advisory lock."""

@@ -214,15 +214,26 @@ async def test_cancel_and_resume(storage: str) -> None:
             assert (await c.post(url("done", "resume"))).json()["status"] == "SUCCESSFUL"
 
 
-async def test_messages_need_section_8(storage: str) -> None:
+async def test_a_message_over_http_is_recorded_once_per_idempotency_key(storage: str) -> None:
     async with Engine(storage) as engine:
-        await engine.run(add.step(1, 2), "wf")
+        handle = await engine.run_async(evflow.wait_for_event("approval"), "wf")
         async with client(evflow.web.app(engine)) as c:
-            answer = await c.post(url("wf", "messages", "approval"), json={"ok": True})
-            if hasattr(engine, "send"):
-                pytest.skip("Engine.send exists: tests/test_web_messages.py covers the route")
-            assert answer.status_code == 501
-            assert answer.json()["error"] == "not_implemented"
+            assert (await c.get("/api/info")).json()["messages"] is True
+            headers = {"Idempotency-Key": "order-7"}
+            for _ in range(2):
+                answer = await c.post(url("wf", "messages", "approval"), json={"ok": True}, headers=headers)
+                assert answer.status_code == 202
+                assert answer.json() == {
+                    "workflow_id": "wf",
+                    "topic": "approval",
+                    "idempotency_key": "order-7",
+                }
+            assert await handle.result() == {"ok": True}
+            received = [e for e in await engine.store.read("wf") if type(e).__name__ == "MessageReceived"]
+            assert len(received) == 1
+            finished = await c.post(url("wf", "messages", "approval"), json=1)
+            assert finished.status_code == 409 and finished.json()["error"] == "conflict"
+            assert (await c.post(url("nobody", "messages", "t"), json=1)).status_code == 404
 
 
 async def test_read_only_refuses_every_change(storage: str) -> None:

@@ -17,6 +17,7 @@ from .._events import (
     ActorCallSubmitted,
     AnyEvent,
     EventPublished,
+    MessageReceived,
     MetadataAttached,
     StepFailed,
     StepFinished,
@@ -149,6 +150,8 @@ def print_workflow(state: WorkflowState, metadata: dict[str, Any], last_seq: int
     ]
     if state.published:
         rows.append(["published", ", ".join(state.published)])
+    if state.inbox:  # messages no step has consumed yet, by topic
+        rows.append(["messages", ", ".join(f"{topic} ({len(m)})" for topic, m in state.inbox.items())])
     if state.error is not None and state.run_status is WorkflowStatus.FAILED:
         where = f" (at step {state.failed_step})" if state.failed_step else ""
         rows.append(["error", error_text(state.error) + where])
@@ -205,6 +208,7 @@ def print_step(state: WorkflowState, step: StepState, metadata: dict[str, Any]) 
         ["duration", fmt_duration(stats.get("start_time"), stats.get("end_time"))],
         ["attempts", str(step.attempt)],
         *([["wakes", fmt_time(stats["wake_time"])]] if "wake_time" in stats else []),
+        *([["message", f"seq {stats['seq']}"]] if "seq" in stats else []),
         ["options", " ".join(f"{key}={options[key]}" for key in shown)],
         ["metadata", fmt_json(metadata["user_metadata"])],
         ["depends on", ", ".join(step.spec.deps) or "-"],
@@ -262,7 +266,8 @@ def describe_event(event: AnyEvent) -> str:
             return f"{event.name} continues as {event.continuation_output} (+{len(event.continuation)} steps)"
         if event.output is None:
             return f"{event.name} (output not checkpointed)"
-        return f"{event.name} -> {value_preview(event.output)}"
+        took = f" (consumed message seq {event.consumed})" if event.consumed is not None else ""
+        return f"{event.name} -> {value_preview(event.output)}{took}"
     if isinstance(event, StepFailed):
         then = "will retry" if event.will_retry else "gave up"
         return f"{event.name} attempt={event.attempt} {then}: {error_text(event.error)}"
@@ -278,6 +283,9 @@ def describe_event(event: AnyEvent) -> str:
         return f"{event.name} wakes at {fmt_time(event.wake_time)}"
     if isinstance(event, EventPublished):
         return f"{event.key} = {value_preview(event.value)}" + (f" (by {event.step})" if event.step else "")
+    if isinstance(event, MessageReceived):
+        key = f" key={event.idempotency_key}" if event.idempotency_key is not None else ""
+        return f"{event.topic}: {value_preview(event.payload)}{key}"
     return ""
 
 

@@ -103,10 +103,11 @@ async def send(
     fields = {"topic": topic, "payload": encoded, "idempotency_key": idempotency_key}
     if not core.store.shared or core.run_of(workflow_id) is not None:
         state = await core.sync(workflow_id)
+        if _is_recorded(state, idempotency_key, None):
+            return  # a retry of a send that was recorded (also once the workflow ended)
         if _refuses(state):
             raise _refused(state)
-        if not _is_recorded(state, idempotency_key, None):
-            await _emit(core, state, fields)
+        await _emit(core, state, fields)
         return
     await _send_shared(core, workflow_id, fields)
 
@@ -134,10 +135,10 @@ async def _send_shared(core: EngineCore, workflow_id: str, fields: dict[str, Any
                 return
             state = await core.sync(workflow_id)  # WorkflowNotFoundError
             if mailbox_id is None:
-                if _refuses(state):
-                    raise _refused(state)
                 if _is_recorded(state, key, None):
                     return
+                if _refuses(state):
+                    raise _refused(state)
             elif _is_recorded(state, key, mailbox_id):
                 return
             if state.status is WorkflowStatus.RUNNING:

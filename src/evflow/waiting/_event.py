@@ -80,20 +80,29 @@ class _TopicStep:
     async def _attempt(self) -> Any:
         core, state = self.kind.core, self.state
         deadline = await _deadline(core, state, self.name, self.timeout)
-        taken = self.kind.taken.setdefault(state.workflow_id, set())
-        message = state.oldest_message(self.topic, taken)
-        if message is None:
+        if not self._take():
             async with anyio.create_task_group() as tg:
                 if deadline != math.inf:
                     tg.start_soon(_time_out, core, deadline, tg.cancel_scope)
-                while (message := state.oldest_message(self.topic, taken)) is None:
+                while not self._take():
                     await core.wait_change(state.workflow_id)
                 tg.cancel_scope.cancel()
-            if message is None:  # timed out
-                return None
+        if self.message is None:  # timed out
+            return None
+        return decode_value(self.message.payload, allow_pickle=core.allow_pickle)
+
+    def _take(self) -> bool:
+        """Take the oldest message no other running step took (at once: the task group
+        may yield before the attempt returns)."""
+        taken = self.kind.taken.setdefault(self.state.workflow_id, set())
+        message = self.state.oldest_message(self.topic, taken)
+        if message is None:
+            if not taken:
+                del self.kind.taken[self.state.workflow_id]
+            return False
         taken.add(message.seq)
         self.message = message
-        return decode_value(message.payload, allow_pickle=core.allow_pickle)
+        return True
 
     def finish_fields(self, fields: dict[str, Any], succeeded: bool) -> dict[str, Any]:
         if self.message is not None:

@@ -19,8 +19,10 @@ from ._api import resume as resume
 from ._api import resume_all as resume_all
 from ._api import resume_async as resume_async
 from ._errors import CorruptLogError as CorruptLogError
+from ._errors import DuplicateWorkflowError as DuplicateWorkflowError
 from ._errors import EvflowError as EvflowError
 from ._errors import NoEngineError as NoEngineError
+from ._errors import QueueFullError as QueueFullError
 from ._errors import SequenceConflictError as SequenceConflictError
 from ._errors import StepError as StepError
 from ._errors import StepNotFoundError as StepNotFoundError
@@ -31,6 +33,7 @@ from ._errors import WorkflowExecutionError as WorkflowExecutionError
 from ._errors import WorkflowNotFoundError as WorkflowNotFoundError
 from ._errors import WorkflowNotRunningError as WorkflowNotRunningError
 from ._errors import WorkflowRunningError as WorkflowRunningError
+from ._errors import WorkflowTimeoutError as WorkflowTimeoutError
 from ._projection import StepStatus as StepStatus
 from ._projection import WorkflowState as WorkflowState
 from ._projection import WorkflowStatus as WorkflowStatus
@@ -41,16 +44,20 @@ from ._step import StepFunction as StepFunction
 from ._step import step as step
 from .actors import virtual_actor as virtual_actor
 from .engine import Engine as Engine
+from .engine import Queue as Queue
 from .stores import Store as Store
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CorruptLogError",
+    "DuplicateWorkflowError",
     "Engine",
     "EvflowError",
     "NoEngineError",
     "Node",
+    "Queue",
+    "QueueFullError",
     "SequenceConflictError",
     "StepError",
     "StepFunction",
@@ -67,6 +74,7 @@ __all__ = [
     "WorkflowRunningError",
     "WorkflowState",
     "WorkflowStatus",
+    "WorkflowTimeoutError",
     "attach_metadata",
     "cancel",
     "delete",

@@ -25,9 +25,10 @@ __all__ = [
 ]
 
 
-async def get_output(workflow_id: str, *, name: str | None = None) -> Any:
-    """Wait for the workflow (or its step ``name``) to end and return its value."""
-    return await current_engine().get_output(workflow_id, name=name)
+async def get_output(workflow_id: str, *, name: str | None = None, timeout: float | None = None) -> Any:
+    """Wait for the workflow (or its step ``name``) to end and return its value; with
+    ``timeout``, ``TimeoutError`` after that many seconds (the workflow goes on)."""
+    return await current_engine().get_output(workflow_id, name=name, timeout=timeout)
 
 
 async def get_status(workflow_id: str) -> WorkflowStatus:

@@ -33,11 +33,21 @@ class NodeRunner(Protocol):
     def is_open(self) -> bool: ...
 
     async def run(
-        self, node: Any, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
+        self,
+        node: Any,
+        workflow_id: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> Any: ...
 
     async def run_async(
-        self, node: Any, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
+        self,
+        node: Any,
+        workflow_id: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle: ...
 
 

@@ -101,6 +101,12 @@ class WorkflowStarted(Event, frozen=True):
     ``"actor"``; an actor's first event also names its class and initial state.
     ``owner`` is the id of the engine that runs this run: while the log says RUNNING, the
     workflow is RESUMABLE unless that engine is alive.
+
+    A first event with ``pending=True`` records the workflow ``PENDING`` (queued, not
+    started; its ``owner`` is the engine that recorded it): the run starts with a later
+    ``WorkflowStarted(resume=True)``. ``queue`` (None: the engine's own limit),
+    ``priority`` and ``dedup_id`` say where it waits; ``deadline`` (epoch seconds, also
+    on a workflow that is not pending) is when it is canceled if it has not ended.
     """
 
     workflow_id: str
@@ -113,6 +119,11 @@ class WorkflowStarted(Event, frozen=True):
     actor_state: bytes | None = None
     version: int = 1
     owner: str | None = None
+    pending: bool = False
+    queue: str | None = None
+    priority: int = 0
+    dedup_id: str | None = None
+    deadline: float | None = None
 
 
 class StepStarted(Event, frozen=True):

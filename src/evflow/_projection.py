@@ -53,6 +53,8 @@ class WorkflowStatus(StrEnum):
     RESUMABLE = "RESUMABLE"
     CANCELED = "CANCELED"
     SUCCESSFUL = "SUCCESSFUL"
+    #: Recorded and durable, not started yet: waiting for room in its queue (section 9).
+    PENDING = "PENDING"
 
 
 class StepStatus(StrEnum):
@@ -113,7 +115,10 @@ class WorkflowState:
         "actor_calls",
         "actor_class",
         "actor_state",
+        "canceled_time",
         "counters",
+        "deadline",
+        "dedup_id",
         "end_time",
         "error",
         "failed_step",
@@ -123,6 +128,9 @@ class WorkflowState:
         "live",
         "output",
         "owner",
+        "priority",
+        "queue",
+        "queued_time",
         "run_status",
         "running",
         "start_time",
@@ -157,6 +165,16 @@ class WorkflowState:
         #: Actor writer calls submitted and not yet finished, in submission order (a
         #: shared empty deque until the first call: plain workflows never have any).
         self.actor_calls: deque[str] = _NO_CALLS
+        #: Where the workflow waits or waited (None: the engine's own limit), if queued.
+        self.queue: str | None = None
+        self.priority = 0
+        self.dedup_id: str | None = None
+        #: When it was recorded PENDING (None: it never was).
+        self.queued_time: float | None = None
+        #: When it is canceled if it has not ended (its ``timeout=``), epoch seconds.
+        self.deadline: float | None = None
+        #: When the latest WorkflowCanceled was recorded.
+        self.canceled_time: float | None = None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -173,6 +191,16 @@ class WorkflowState:
         if status is WorkflowStatus.RUNNING and not self.live:
             return WorkflowStatus.RESUMABLE
         return status
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether it is CANCELED because its deadline passed (canceled at or after it)."""
+        return (
+            self.run_status is WorkflowStatus.CANCELED
+            and self.deadline is not None
+            and self.canceled_time is not None
+            and self.canceled_time >= self.deadline
+        )
 
     def step_status(self, step: StepState) -> StepStatus:
         if step.status is StepStatus.RUNNING and not self.live:
@@ -200,12 +228,18 @@ class WorkflowState:
         """``get_metadata`` for the workflow, or for step ``name``."""
         if name is not None:
             return self._step_metadata(self.step(name))
-        return {
+        out: dict[str, Any] = {
             "workflow_id": self.workflow_id,
             "status": self.status.value,
             "user_metadata": _copy_json(self.user_metadata),
             "stats": _stats(self.start_time, self.end_time),
         }
+        if self.queued_time is not None:
+            out["queue"] = self.queue
+            out["stats"]["queued_time"] = self.queued_time
+        if self.deadline is not None:
+            out["deadline"] = self.deadline
+        return out
 
     def _step_metadata(self, step: StepState) -> dict[str, Any]:
         opts = step.spec.options
@@ -366,6 +400,7 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
     elif isinstance(event, WorkflowCanceled):
         state.run_status = WorkflowStatus.CANCELED
         state.end_time = None
+        state.canceled_time = t
         state._stop_running(StepStatus.CANCELED)
         for name in state.actor_calls:  # queued calls never run
             if state.steps[name].status is StepStatus.PENDING:
@@ -398,6 +433,15 @@ def _apply_started(state: WorkflowState, event: WorkflowStarted) -> None:
         state.actor_class = event.actor_class
         state.actor_state = event.actor_state
         state._register(event.steps, None)
+        state.deadline = event.deadline
+        if event.pending:
+            # Queued, not started: a later WorkflowStarted(resume=True) starts it.
+            state.queue = event.queue
+            state.priority = event.priority
+            state.dedup_id = event.dedup_id
+            state.queued_time = event.time
+            state.run_status = WorkflowStatus.PENDING
+            return
         if event.kind == "actor":
             # A new actor is idle: nothing runs until a writer call is submitted.
             state.run_status = WorkflowStatus.SUCCESSFUL

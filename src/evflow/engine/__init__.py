@@ -23,6 +23,7 @@ from ._kinds import StepKindFactory as StepKindFactory
 from ._kinds import WorkflowKindService as WorkflowKindService
 from ._kinds import register_step_kind as register_step_kind
 from ._kinds import register_workflow_kind as register_workflow_kind
+from ._queues import Queue as Queue
 from ._run import LiveRun as LiveRun
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Execution",
     "LiveRun",
     "PreparedStep",
+    "Queue",
     "StatusFilter",
     "StepKind",
     "StepKindFactory",

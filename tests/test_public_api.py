@@ -14,9 +14,12 @@ import evflow.stores
 PUBLIC = {
     evflow: [
         "CorruptLogError",
+        "DuplicateWorkflowError",
         "Engine",
         "EvflowError",
         "NoEngineError",
+        "Queue",
+        "QueueFullError",
         "Node",
         "SequenceConflictError",
         "StepError",
@@ -34,6 +37,7 @@ PUBLIC = {
         "WorkflowRunningError",
         "WorkflowState",
         "WorkflowStatus",
+        "WorkflowTimeoutError",
         "attach_metadata",
         "cancel",
         "delete",

@@ -147,7 +147,7 @@ async def wait_status(engine: evflow.Engine, wid: str, status: str) -> None:
 
 async def test_a_workflow_waiting_in_a_queue_is_pending_everywhere(storage: StoreFactory) -> None:
     key = new_probe(gate=True)
-    async with evflow.Engine(storage()) as engine:
+    async with evflow.Engine(storage()):
         first = await serial.enqueue(observed.step(key, 0), workflow_id=f"{key}-0")
         second = await serial.enqueue(observed.step(key, 1), workflow_id=f"{key}-1")
         await wait_for(lambda: probes[key].started == [0])
@@ -418,3 +418,49 @@ async def test_bad_queue_options_are_refused_when_declared(kwargs: dict[str, obj
 async def test_enqueue_without_an_engine_says_how_to_open_one() -> None:
     with pytest.raises(evflow.NoEngineError):
         await serial.enqueue(gated.step("x"))
+
+
+# -- the CLI and the log tools ---------------------------------------------------------------------------
+
+
+def test_the_cli_lists_shows_exports_and_imports_pending_workflows(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    key = new_probe(gate=True)
+    store = tmp_path / "store"
+
+    async def populate() -> None:
+        async with evflow.Engine(store):
+            await serial.enqueue(observed.step(key, 0), workflow_id="first")
+            await serial.enqueue(observed.step(key, 1), workflow_id="waiting")
+            await wait_for(lambda: probes[key].started == [0])
+
+    anyio.run(populate)
+    tests_dir = str(Path(__file__).parent)
+    env = {k: v for k, v in os.environ.items() if k != "EVFLOW_STORAGE"}
+    env["PYTHONPATH"] = os.pathsep.join([tests_dir, env.get("PYTHONPATH", "")])
+
+    def cli(storage: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "evflow", "--storage", str(storage), *args],
+            capture_output=True,
+            env=env,
+            input=stdin,
+            check=False,
+            timeout=120,
+        )
+
+    listed = cli(store, "list", "--status", "PENDING", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == [{"workflow_id": "waiting", "status": "PENDING"}]
+    assert cli(store, "status", "waiting").stdout.decode().strip() == "PENDING"
+    shown = json.loads(cli(store, "show", "waiting", "--json").stdout)
+    assert shown["status"] == "PENDING" and shown["queue"] == "test-serial"
+    exported = cli(store, "export", "waiting")
+    assert exported.returncode == 0, exported.stderr
+    other = tmp_path / "other"
+    assert cli(other, "import", "-", stdin=exported.stdout).returncode == 0
+    assert cli(other, "export", "waiting").stdout == exported.stdout
+    assert cli(other, "status", "waiting").stdout.decode().strip() == "PENDING"

@@ -295,7 +295,12 @@ class QueueRunner:
             if runs_here and state.run_status is WorkflowStatus.RUNNING
             else state.status
         )
-        if state.deadline is not None and status in _WAITING_OR_RUNNING and wid not in self._deadline_ids:
+        # RESUMABLE ones too: a deadline passes whether or not an engine runs the workflow
+        if (
+            state.deadline is not None
+            and state.run_status in _WAITING_OR_RUNNING
+            and wid not in self._deadline_ids
+        ):
             self._deadline_ids.add(wid)
             heapq.heappush(self._deadlines, (state.deadline, wid))
             self._wake.set()

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from evflow._events import EVENT_TYPES, ErrorInfo, Event, StepOptions, StepSpec
+from evflow._events import EVENT_TYPES, ErrorInfo, Event, ForkOrigin, StepCopy, StepOptions, StepSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -139,6 +139,8 @@ DOCUMENTED_STRUCTS: list[type[msgspec.Struct]] = [
     StepSpec,
     StepOptions,
     ErrorInfo,
+    ForkOrigin,
+    StepCopy,
 ]
 
 

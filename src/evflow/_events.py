@@ -22,11 +22,13 @@ __all__ = [
     "AnyEvent",
     "ErrorInfo",
     "Event",
+    "ForkOrigin",
     "MetadataAttached",
     "StepFailed",
     "StepFinished",
     "StepOptions",
     "StepSpec",
+    "StepCopy",
     "StepStarted",
     "WorkflowCanceled",
     "WorkflowFailed",
@@ -84,6 +86,23 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, g
     traceback: str = ""
 
 
+class ForkOrigin(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Where a forked workflow comes from: the source workflow and the last of its events
+    the fork was made from (``evflow.fork``)."""
+
+    workflow_id: str
+    seq: int
+
+
+class StepCopy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """The stats of a step whose StepFinished a fork copied from its source: the copy
+    keeps them, as a resume keeps a checkpointed step's."""
+
+    start_time: float | None = None
+    end_time: float | None = None
+    attempt: int = 1
+
+
 class Event(
     msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type", tag=True, gc=False
 ):
@@ -100,7 +119,8 @@ class WorkflowStarted(Event, frozen=True):
     ``output``) and the workflow's user metadata. ``kind`` is ``"workflow"`` or
     ``"actor"``; an actor's first event also names its class and initial state.
     ``owner`` is the id of the engine that runs this run: while the log says RUNNING, the
-    workflow is RESUMABLE unless that engine is alive.
+    workflow is RESUMABLE unless that engine is alive. A fork's first event names its
+    source in ``forked_from``.
     """
 
     workflow_id: str
@@ -113,6 +133,7 @@ class WorkflowStarted(Event, frozen=True):
     actor_state: bytes | None = None
     version: int = 1
     owner: str | None = None
+    forked_from: ForkOrigin | None = None
 
 
 class StepStarted(Event, frozen=True):
@@ -128,7 +149,8 @@ class StepFinished(Event, frozen=True):
     Exactly one of: ``output`` (the encoded value; absent when ``checkpoint=False``) or
     a continuation, ``continuation`` (the sub-DAG's specs, recorded in this same event)
     whose output node ``continuation_output`` gives this step its value. An actor's writer
-    step also records the actor's new ``actor_state``.
+    step also records the actor's new ``actor_state``. A fork's copy of its source's
+    StepFinished carries the source step's stats in ``copied``.
     """
 
     name: str
@@ -136,6 +158,7 @@ class StepFinished(Event, frozen=True):
     continuation: list[StepSpec] = []
     continuation_output: str | None = None
     actor_state: bytes | None = None
+    copied: StepCopy | None = None
 
 
 class StepFailed(Event, frozen=True):

@@ -22,6 +22,7 @@ from ._events import (
     ActorCallSubmitted,
     ErrorInfo,
     Event,
+    ForkOrigin,
     MetadataAttached,
     StepFailed,
     StepFinished,
@@ -118,6 +119,7 @@ class WorkflowState:
         "error",
         "failed_step",
         "final_output",
+        "forked_from",
         "kind",
         "last_seq",
         "live",
@@ -157,6 +159,8 @@ class WorkflowState:
         #: Actor writer calls submitted and not yet finished, in submission order (a
         #: shared empty deque until the first call: plain workflows never have any).
         self.actor_calls: deque[str] = _NO_CALLS
+        #: The source of a forked workflow (``evflow.fork``), from its first event.
+        self.forked_from: ForkOrigin | None = None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -200,12 +204,16 @@ class WorkflowState:
         """``get_metadata`` for the workflow, or for step ``name``."""
         if name is not None:
             return self._step_metadata(self.step(name))
-        return {
+        metadata: dict[str, Any] = {
             "workflow_id": self.workflow_id,
             "status": self.status.value,
             "user_metadata": _copy_json(self.user_metadata),
             "stats": _stats(self.start_time, self.end_time),
         }
+        if self.forked_from is not None:
+            origin = self.forked_from
+            metadata["forked_from"] = {"workflow_id": origin.workflow_id, "seq": origin.seq}
+        return metadata
 
     def _step_metadata(self, step: StepState) -> dict[str, Any]:
         opts = step.spec.options
@@ -333,6 +341,11 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
             state._register(event.continuation, event.name)
         if event.actor_state is not None:
             state.actor_state = event.actor_state
+        if event.copied is not None:  # a fork's copy keeps the source step's stats
+            step.start_time = event.copied.start_time
+            if event.copied.end_time is not None:
+                step.end_time = event.copied.end_time
+            step.attempt = event.copied.attempt
     elif isinstance(event, StepFailed):
         step = state.step(event.name)
         step.attempt = event.attempt
@@ -397,6 +410,7 @@ def _apply_started(state: WorkflowState, event: WorkflowStarted) -> None:
         state.output = event.output
         state.actor_class = event.actor_class
         state.actor_state = event.actor_state
+        state.forked_from = event.forked_from
         state._register(event.steps, None)
         if event.kind == "actor":
             # A new actor is idle: nothing runs until a writer call is submitted.

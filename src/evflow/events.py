@@ -9,7 +9,9 @@ from ._events import ActorCallSubmitted as ActorCallSubmitted
 from ._events import AnyEvent as AnyEvent
 from ._events import ErrorInfo as ErrorInfo
 from ._events import Event as Event
+from ._events import ForkOrigin as ForkOrigin
 from ._events import MetadataAttached as MetadataAttached
+from ._events import StepCopy as StepCopy
 from ._events import StepFailed as StepFailed
 from ._events import StepFinished as StepFinished
 from ._events import StepOptions as StepOptions
@@ -27,9 +29,11 @@ __all__ = [
     "AnyEvent",
     "ErrorInfo",
     "Event",
+    "ForkOrigin",
     "MetadataAttached",
     "StepFailed",
     "StepFinished",
+    "StepCopy",
     "StepOptions",
     "StepSpec",
     "StepStarted",

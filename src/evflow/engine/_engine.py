@@ -29,6 +29,7 @@ from ..stores import Store
 from ..stores._open import open_store
 from ._core import EngineCore, is_store_failure
 from ._dags import record_dag
+from ._history import fork_workflow, prune_workflows
 
 __all__ = ["Engine", "StatusFilter", "current_engine"]
 
@@ -372,6 +373,39 @@ class Engine:
             raise WorkflowNotFoundError(workflow_id)
         await self.store.delete(workflow_id)
         core.forget(workflow_id)
+
+    # -- history (SPEC section 11, docs/history.md) --------------------------------------------
+
+    async def fork(
+        self,
+        workflow_id: str,
+        new_workflow_id: str | None = None,
+        *,
+        from_step: str | None = None,
+        as_of: int | None = None,
+    ) -> WorkflowHandle:
+        """Start a new workflow from the recorded DAG of ``workflow_id`` and the outputs its
+        steps checkpointed before ``from_step`` started (or up to event ``as_of``); those
+        never run again, the rest runs on the current code. Returns the fork's handle.
+
+        The source is unchanged; ``get_metadata(fork)["forked_from"]`` names it. Raises
+        ``WorkflowNotFoundError``, ``StepNotFoundError``, or ``ValueError`` (``as_of``
+        outside the log, a virtual actor, an existing ``new_workflow_id``) before writing.
+        """
+        return await fork_workflow(self._core, workflow_id, new_workflow_id, from_step=from_step, as_of=as_of)
+
+    async def prune(
+        self,
+        older_than: float,
+        statuses: Iterable[WorkflowStatus | str] | WorkflowStatus | str = ("SUCCESSFUL",),
+    ) -> int:
+        """Delete the finished workflows with one of ``statuses`` (SUCCESSFUL, FAILED,
+        CANCELED) that ended more than ``older_than`` seconds ago; return how many.
+
+        Never a running, resumable or pending workflow, nor a virtual actor; each is removed
+        as ``delete`` removes it (durably, whole or not at all).
+        """
+        return len(await prune_workflows(self._core, self.delete, older_than=older_than, statuses=statuses))
 
     async def get_actor(self, actor_id: str) -> Any:
         """A handle on an existing virtual actor; raises ``WorkflowNotFoundError``, or

@@ -27,6 +27,7 @@ PUBLIC = {
         "StoreError",
         "StoreLockedError",
         "WorkflowCancellationError",
+        "WorkflowDiff",
         "WorkflowExecutionError",
         "WorkflowHandle",
         "WorkflowNotFoundError",
@@ -37,11 +38,14 @@ PUBLIC = {
         "attach_metadata",
         "cancel",
         "delete",
+        "diff",
+        "fork",
         "get_actor",
         "get_metadata",
         "get_output",
         "get_status",
         "list_all",
+        "prune",
         "read_events",
         "replay",
         "resume",
@@ -58,9 +62,11 @@ PUBLIC = {
         "AnyEvent",
         "ErrorInfo",
         "Event",
+        "ForkOrigin",
         "MetadataAttached",
         "StepFailed",
         "StepFinished",
+        "StepCopy",
         "StepOptions",
         "StepSpec",
         "StepStarted",
@@ -107,3 +113,10 @@ def test_engine_mirrors_every_module_level_function() -> None:
         assert inspect.iscoroutinefunction(getattr(evflow, name)), name
     assert inspect.iscoroutinefunction(evflow.Engine.run)
     assert inspect.iscoroutinefunction(evflow.Engine.run_async)
+
+
+def test_engine_mirrors_the_history_functions() -> None:
+    for name in ("fork", "prune"):
+        assert inspect.iscoroutinefunction(getattr(evflow.Engine, name)), name
+        assert inspect.iscoroutinefunction(getattr(evflow, name)), name
+    assert not inspect.iscoroutinefunction(evflow.diff)  # pure, like replay

@@ -10,14 +10,18 @@ from ._api import WorkflowHandle as WorkflowHandle
 from ._api import attach_metadata as attach_metadata
 from ._api import cancel as cancel
 from ._api import delete as delete
+from ._api import fork as fork
 from ._api import get_actor as get_actor
 from ._api import get_metadata as get_metadata
 from ._api import get_output as get_output
 from ._api import get_status as get_status
 from ._api import list_all as list_all
+from ._api import prune as prune
 from ._api import resume as resume
 from ._api import resume_all as resume_all
 from ._api import resume_async as resume_async
+from ._diff import WorkflowDiff as WorkflowDiff
+from ._diff import diff as diff
 from ._errors import CorruptLogError as CorruptLogError
 from ._errors import EvflowError as EvflowError
 from ._errors import NoEngineError as NoEngineError
@@ -60,6 +64,7 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "WorkflowCancellationError",
+    "WorkflowDiff",
     "WorkflowExecutionError",
     "WorkflowHandle",
     "WorkflowNotFoundError",
@@ -70,11 +75,14 @@ __all__ = [
     "attach_metadata",
     "cancel",
     "delete",
+    "diff",
+    "fork",
     "get_actor",
     "get_metadata",
     "get_output",
     "get_status",
     "list_all",
+    "prune",
     "read_events",
     "replay",
     "resume",

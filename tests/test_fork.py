@@ -215,7 +215,7 @@ def failed_checkout_in(store: Path, wid: str, flag: Path) -> None:
 def test_fork_on_the_command_line(tmp_path: Path, flag: Path) -> None:
     store = tmp_path / "store"
     failed_checkout_in(store, "src", flag)
-    await anyio.Path(flag).touch()
+    flag.touch()
     result = evflow_cli(store, "fork", "src", "--from-step", "charge", "--new-id", "fixed")
     assert result.code == 0, result.err
     assert result.out.split()[:2] == ["fixed", "SUCCESSFUL"]

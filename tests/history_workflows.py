@@ -73,3 +73,44 @@ class Counter:
     def incr(self, by: int) -> int:
         self.n += by
         return self.n
+
+
+# -- a child process for the crash test of prune ------------------------------------------------
+
+
+async def _populate(store: str, count: int) -> None:
+    async with evflow.Engine(store):
+        for i in range(count):
+            await fetch.step(f"order-{i}").run(f"w{i}")
+
+
+async def _prune_and_die(store: str, kill_at: int, mode: str) -> None:
+    """Prune every workflow, SIGKILLing this process during the ``kill_at``-th deletion's
+    write: before its log is unlinked (its deletion is in the journal) or right after."""
+    import signal
+
+    from evflow.stores import FileStore
+
+    deleting = FileStore._delete_log
+    seen = 0
+
+    def delete_log(self: FileStore, workflow_id: str) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == kill_at and mode == "before-unlink":
+            os.kill(os.getpid(), signal.SIGKILL)
+        deleting(self, workflow_id)
+        if seen == kill_at and mode == "after-unlink":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async with evflow.Engine(store) as engine:
+        FileStore._delete_log = delete_log  # type: ignore[method-assign]
+        await engine.prune(0)
+    raise SystemExit("prune finished: the kill point was never reached")
+
+
+def main(argv: list[str]) -> None:
+    if argv[0] == "populate":
+        anyio.run(_populate, argv[1], int(argv[2]))
+    elif argv[0] == "prune":
+        anyio.run(_prune_and_die, argv[1], int(argv[2]), argv[3])

@@ -33,7 +33,18 @@ from .._projection import WorkflowStatus, replay
 from .._step import validate_workflow_id
 from ._core import EngineCore
 
-__all__ = ["PRUNABLE", "ForkPlan", "fork_workflow", "plan_fork", "prunable_statuses", "prune_workflows"]
+__all__ = [
+    "PRUNABLE",
+    "ForkPlan",
+    "clock",
+    "fork_workflow",
+    "plan_fork",
+    "prunable_statuses",
+    "prune_workflows",
+]
+
+#: The clock ``prune`` compares end times with (a test may move it; events keep theirs).
+clock: Callable[[], float] = time.time
 
 #: The statuses ``prune`` may delete: finished ones (never RUNNING, RESUMABLE or PENDING).
 PRUNABLE = frozenset({WorkflowStatus.SUCCESSFUL, WorkflowStatus.FAILED, WorkflowStatus.CANCELED})
@@ -225,7 +236,7 @@ async def prune_workflows(
         raise ValueError(f"older_than must be a finite number of seconds >= 0, got {older_than!r}")
     wanted = prunable_statuses(statuses)
     core.require_open()
-    cutoff = time.time() - older_than
+    cutoff = clock() - older_than
     if core.store.shared:
         for wid in await core.store.list_workflows():
             if core.run_of(wid) is None:

@@ -145,6 +145,9 @@ def print_workflow(state: WorkflowState, metadata: dict[str, Any], last_seq: int
         ["duration", fmt_duration(stats.get("start_time"), stats.get("end_time"))],
         ["metadata", fmt_json(metadata["user_metadata"])],
     ]
+    if state.forked_from is not None:
+        origin = state.forked_from
+        rows.append(["forked from", f"{quote_id(origin.workflow_id)} at seq {origin.seq}"])
     if state.error is not None and state.run_status is WorkflowStatus.FAILED:
         where = f" (at step {state.failed_step})" if state.failed_step else ""
         rows.append(["error", error_text(state.error) + where])

@@ -32,7 +32,7 @@ from _common import tmp_root
 from evflow_steps import achain, chain
 
 import evflow
-from evflow.stores import _file, _io
+from evflow.stores.file import _io, _store, _writer
 
 STAMPS: dict[str, list[float]] = {
     "flush": [],
@@ -46,10 +46,10 @@ STAMPS: dict[str, list[float]] = {
 
 def instrument() -> None:
     flush, commit, fsync, finish = (
-        _file.FileStore.flush,
-        _file.FileStore._commit,
+        _store.FileStore.flush,
+        _store.FileStore._commit,
         _io.fdatasync,
-        _file._Batch.finish,
+        _writer._Batch.finish,
     )
 
     async def timed_flush(self: Any, workflow_id: str | None = None) -> None:
@@ -70,10 +70,10 @@ def instrument() -> None:
         STAMPS["wake"].append(time.perf_counter())
         finish(self)
 
-    _file.FileStore.flush = timed_flush  # type: ignore[method-assign]
-    _file.FileStore._commit = timed_commit  # type: ignore[method-assign]
-    _io.fdatasync = timed_fsync  # the store's I/O seam (evflow.stores._io)
-    _file._Batch.finish = timed_finish  # type: ignore[method-assign]
+    _store.FileStore.flush = timed_flush  # type: ignore[method-assign]
+    _store.FileStore._commit = timed_commit  # type: ignore[method-assign]
+    _io.fdatasync = timed_fsync  # the store's I/O seam (evflow.stores.file._io)
+    _writer._Batch.finish = timed_finish  # type: ignore[method-assign]
 
 
 def legs() -> dict[str, list[float]]:

@@ -196,7 +196,13 @@ LAYER_RULES = [
     ("evflow._codec", ["evflow.engine", "evflow.actors", "evflow.stores", "evflow.cli"], "encoding"),
     ("evflow._errors", ["evflow.engine", "evflow.actors", "evflow.stores", "evflow.cli"], "the error tree"),
     ("evflow.stores", ["evflow.engine", "evflow.actors", "evflow.cli"], "stores know events, not engines"),
+    ("evflow.stores.file", ["evflow.stores.postgres"], "each store stands alone"),
+    ("evflow.stores.postgres", ["evflow.stores.file"], "each store stands alone"),
+    ("evflow.stores._group_commit", ["evflow.stores.file", "evflow.stores.postgres"], "shared by the stores"),
 ]
+
+#: What a store may use of evflow outside ``stores/``: the layers below it.
+STORE_DEPENDENCIES = {"evflow._codec", "evflow._errors", "evflow._events", "evflow._signal"}
 
 
 def test_layers(modules: dict[str, Module]) -> None:
@@ -215,6 +221,24 @@ def test_layers(modules: dict[str, Module]) -> None:
             if _in(target, "evflow.cli"):
                 broken.append(f"{module.name}:{line} imports {target} (only __main__ runs the CLI)")
     assert not broken, "\n".join(broken)
+
+
+def test_stores_import_nothing_above_them(modules: dict[str, Module]) -> None:
+    broken = [
+        f"{module.name}:{line} imports {target}"
+        for module in modules.values()
+        if _in(module.name, "evflow.stores")
+        for target, line in module.imports.items()
+        if not _in(target, "evflow.stores") and target not in STORE_DEPENDENCIES
+    ]
+    assert not broken, "\n".join(broken)
+
+
+def test_only_the_disk_module_calls_the_file_stores_io_seam(modules: dict[str, Module]) -> None:
+    """``tests/test_crash_states.py`` records every change to the disk by replacing
+    ``_disk._io``: a call to the seam from anywhere else would escape it."""
+    callers = sorted(m.name for m in modules.values() if "evflow.stores.file._io" in m.imports)
+    assert callers == ["evflow.stores.file._disk"], callers
 
 
 def test_no_module_imports_another_modules_private_names(modules: dict[str, Module]) -> None:

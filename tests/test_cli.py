@@ -25,7 +25,7 @@ from evflow._events import AnyEvent, StepStarted, WorkflowStarted
 from evflow.cli._format import Progress
 from evflow.cli._transfer import parse_export
 from evflow.stores import FileStore
-from evflow.stores._file import _scan_log
+from evflow.stores.file._scan import scan_log as _scan_log
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent

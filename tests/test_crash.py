@@ -23,10 +23,10 @@ import anyio
 import pytest
 
 import evflow
-from evflow._codec import FRAME_HEADER, decode_value, iter_frames
+from evflow._codec import FRAME_HEADER, decode_value, read_frames
 from evflow._events import AnyEvent, StepFinished, WorkflowStarted
 from evflow.stores import FileStore
-from evflow.stores._file import LOG_MAGIC, log_file_name
+from evflow.stores.file._layout import LOG_MAGIC, log_file_name
 
 TESTS_DIR = Path(__file__).parent
 if str(TESTS_DIR) not in sys.path:  # children get it on PYTHONPATH; this process reads constants
@@ -203,11 +203,9 @@ def frames_of(log: Path) -> list[tuple[int, int]]:
     first, then one per event."""
     buf = log.read_bytes()
     assert buf.startswith(LOG_MAGIC)
-    out = []
-    for offset, payload, problem in iter_frames(buf, len(LOG_MAGIC)):
-        assert payload is not None, problem
-        out.append((offset, FRAME_HEADER.size + len(payload)))
-    return out
+    frames = read_frames(buf, len(LOG_MAGIC))
+    assert frames.end == len(buf), frames.problem
+    return [(start, end - start) for start, end in zip(frames.starts, frames.ends, strict=True)]
 
 
 @pytest.mark.parametrize(

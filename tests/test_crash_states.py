@@ -3,7 +3,7 @@
 After the approach of ALICE (Pillai et al., "All File Systems Are Not Created Equal",
 OSDI 2014). A SIGKILL keeps the page cache, so the subprocess crash tests never lose an
 unsynced write and cannot see a missing fsync; this test can. Each workload runs a real
-``FileStore`` (or an engine on one) whose I/O seam (``evflow.stores._io``) is a
+``FileStore`` (or an engine on one) whose I/O seam (``evflow.stores.file._io``) is a
 ``RecordingIO``: it performs every call and logs each create, mkdir, write, truncate,
 rename, unlink, fsync, fdatasync and syncfs with the file (a logical inode), offset and
 bytes, and the workload logs what was *acknowledged* (a ``flush`` or ``delete`` that
@@ -66,7 +66,8 @@ import pytest
 import evflow
 from evflow._errors import CorruptLogError
 from evflow._events import AnyEvent, Event, StepFinished, WorkflowFinished
-from evflow.stores import FileStore, _file, _io
+from evflow.stores import FileStore
+from evflow.stores.file import _disk, _io, _journal, _layout, _writer
 from store_contract import make_events
 
 pytestmark = pytest.mark.anyio
@@ -137,7 +138,7 @@ Fact = tuple[Any, ...]
 
 
 class RecordingIO:
-    """Stands for ``evflow.stores._io``: performs each call and logs it (thread-safe: the
+    """Stands for ``evflow.stores.file._io``: performs each call and logs it (thread-safe: the
     store has threads)."""
 
     def __init__(self, root: Path) -> None:
@@ -436,7 +437,7 @@ def write_state(directory: Path, dirs: set[str], files: dict[str, bytes]) -> Non
 def state_key(dirs: set[str], files: dict[str, bytes], n_facts: int) -> bytes:
     digest = hashlib.sha256(repr((n_facts, sorted(dirs))).encode())
     for rel in sorted(files):
-        if rel != _file.LOCK_NAME:  # never read back by a store with no live writer
+        if rel != _layout.LOCK_NAME:  # never read back by a store with no live writer
             digest.update(repr((rel, len(files[rel]))).encode() + files[rel])
     return digest.digest()
 
@@ -578,9 +579,9 @@ async def checkpoints(root: Path, rec: RecordingIO) -> Histories:
 
 
 async def checkpoints_syncfs(root: Path, rec: RecordingIO) -> Histories:
-    """More dirty logs than _SYNCFS_THRESHOLD: a checkpoint syncs the file system once."""
+    """More dirty logs than SYNCFS_THRESHOLD: a checkpoint syncs the file system once."""
     histories: Histories = {}
-    many = _file._SYNCFS_THRESHOLD + 2
+    many = _disk.SYNCFS_THRESHOLD + 2
     async with FileStore(root, checkpoint_bytes=1500) as store:
         for _ in range(3):
             await appends(store, rec, histories, {f"wf{k:02d}": 1 for k in range(many)})
@@ -643,8 +644,8 @@ def small_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     """A small preallocation step, so that the journal grows (and is fsynced) mid-workload;
     no lazy commits, so that a batch is what was queued before a flush, whatever the
     timing (the op logs of the store workloads are the same in every run)."""
-    monkeypatch.setattr(_file, "JOURNAL_PREALLOC_BYTES", 1024)
-    monkeypatch.setattr(_file, "LAZY_COMMIT_SECONDS", 3600.0)
+    monkeypatch.setattr(_journal, "JOURNAL_PREALLOC_BYTES", 1024)
+    monkeypatch.setattr(_writer, "LAZY_COMMIT_SECONDS", 3600.0)
 
 
 @pytest.mark.parametrize(
@@ -665,9 +666,9 @@ async def test_every_crash_state_keeps_what_was_acknowledged(
     root.mkdir()
     rec = RecordingIO(root)
     small_steps(monkeypatch)
-    monkeypatch.setattr(_file, "_io", rec)
+    monkeypatch.setattr(_disk, "_io", rec)
     histories = await workload(root, rec)
-    monkeypatch.setattr(_file, "_io", _io)
+    monkeypatch.setattr(_disk, "_io", _io)
     assert rec.acks, "the workload acknowledged nothing"
     engine = workload is engine_chains
     await assert_crash_states_pass(rec, histories, seed=workload.__name__, engine=engine)
@@ -691,14 +692,14 @@ async def test_a_recovery_is_crash_safe_too(tmp_path: Path, monkeypatch: pytest.
     source = tmp_path / "first"
     source.mkdir()
     first = RecordingIO(source)
-    monkeypatch.setattr(_file, "_io", first)
+    monkeypatch.setattr(_disk, "_io", first)
     histories = await group_commit(source, first)
-    monkeypatch.setattr(_file, "_io", _io)
+    monkeypatch.setattr(_disk, "_io", _io)
     # The state after the last acknowledgement, with holes: each log lost its second
     # write, and one log its first (its header) too.
     point = max(at for at, _ in first.acks)
     durable, volatile = split_durable(first.ops, point, first.initial)
-    logs = [op.ino for op in first.ops if op.kind == "create" and op.path.startswith(_file.WORKFLOWS_DIR)]
+    logs = [op.ino for op in first.ops if op.kind == "create" and op.path.startswith(_layout.WORKFLOWS_DIR)]
     writes = {ino: [i for i in volatile if first.ops[i].ino == ino] for ino in logs}
     lost = {writes[ino][1] for ino in logs} | {writes[logs[0]][0]}
     crashed = CrashState(point, frozenset(durable) | frozenset(volatile) - lost)
@@ -709,8 +710,8 @@ async def test_a_recovery_is_crash_safe_too(tmp_path: Path, monkeypatch: pytest.
 
     rec = RecordingIO(root)
     rec.ack(*[fact for at, fact in first.acks if at <= point])
-    monkeypatch.setattr(_file, "_io", rec)
+    monkeypatch.setattr(_disk, "_io", rec)
     async with FileStore(root) as store:
         await store.read_all()
-    monkeypatch.setattr(_file, "_io", _io)
+    monkeypatch.setattr(_disk, "_io", _io)
     await assert_crash_states_pass(rec, histories, seed="recovery", engine=False)

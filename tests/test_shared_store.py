@@ -252,9 +252,6 @@ class Interleaving(Store):
     async def wait_for_events(self, workflow_id: str, after: int, poll_interval: float = 0.05) -> None:
         await self.inner.wait_for_events(workflow_id, after, poll_interval)
 
-    async def writer_alive(self) -> bool:
-        return await self.inner.writer_alive()
-
     async def owner_alive(self, owner: str | None) -> bool:
         return await self.inner.owner_alive(owner)
 

@@ -22,7 +22,8 @@ import pytest
 from evflow._codec import encode_event
 from evflow._errors import CorruptLogError, SequenceConflictError, StoreError
 from evflow._events import AnyEvent, StepStarted, WorkflowStarted
-from evflow.stores import PostgresStore, Store, _postgres
+from evflow.stores import PostgresStore, Store
+from evflow.stores.postgres import _dsn, _notify
 from store_contract import StoreContract
 
 DSN = os.environ.get("EVFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -44,7 +45,7 @@ def pg_dsn() -> str:
     try:
         asyncio.run(_probe(DSN))
     except Exception as exc:  # any failure to connect means: no server for these tests
-        pytest.skip(f"PostgreSQL not reachable at {_postgres._redact(DSN, 'evflow')}: {exc!r}")
+        pytest.skip(f"PostgreSQL not reachable at {_dsn.redact(DSN, 'evflow')}: {exc!r}")
     return DSN
 
 
@@ -322,7 +323,7 @@ async def test_a_failed_write_is_reported_and_the_database_judges_the_next(pg_ds
 async def test_listen_wakes_a_follower_on_another_engines_append(
     pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch, many: bool
 ) -> None:
-    monkeypatch.setattr(_postgres, "_LISTEN_RECHECK", 3600.0)  # only a NOTIFY can wake it
+    monkeypatch.setattr(_notify, "LISTEN_RECHECK", 3600.0)  # only a NOTIFY can wake it
     writer, reader = (
         PostgresStore(pg_dsn, schema=schema),
         PostgresStore(pg_dsn, schema=schema, read_only=True),
@@ -341,7 +342,7 @@ async def test_listen_wakes_a_follower_on_another_engines_append(
                 tg.start_soon(follow)
 
                 async def listening() -> bool:
-                    return "wf" in reader._listeners
+                    return "wf" in reader._listener.waiters
 
                 await until(listening)
                 assert not woken.is_set()
@@ -361,7 +362,7 @@ async def test_wait_for_events_returns_at_once_when_there_are_some(
     # Nothing wakes a waiter here but an append (polls and re-checks are an hour apart), as
     # the other waiter shows: the first call returns only because it looks before it
     # waits. Were it to wait first, it would hang until pytest-timeout stops the run.
-    monkeypatch.setattr(_postgres, "_LISTEN_RECHECK", 3600.0)
+    monkeypatch.setattr(_notify, "LISTEN_RECHECK", 3600.0)
     store = PostgresStore(pg_dsn, schema=schema)
     async with running(store), anyio.create_task_group() as tg:
         await store.append("wf", [started(1), started(2)])
@@ -378,22 +379,19 @@ async def test_wait_for_events_returns_at_once_when_there_are_some(
         await other_returned.wait()
 
 
-async def test_writer_alive_while_an_engine_is_open(pg_dsn: str, schema: str) -> None:
+async def test_owner_alive_while_an_engine_is_open(pg_dsn: str, schema: str) -> None:
     reader = PostgresStore(pg_dsn, schema=schema, read_only=True)
+    reader.owner_id = "reader"
     await reader.open()
     try:
-        assert not await reader.writer_alive()  # a read-only store does not count
+        assert not await reader.owner_alive("reader")  # a read-only store does not count
         engine = PostgresStore(pg_dsn, schema=schema)
+        engine.owner_id = "engine-a"
         async with running(engine):
-            assert await reader.writer_alive()
-            assert await engine.writer_alive()
-        assert not await reader.writer_alive()
-        other_schema = PostgresStore(pg_dsn, schema=f"{schema}_x")
-        try:
-            async with running(other_schema):
-                assert not await reader.writer_alive()  # liveness is per schema
-        finally:
-            await _drop_schema(pg_dsn, f"{schema}_x")
+            assert await reader.owner_alive("engine-a")
+            assert await engine.owner_alive("engine-a")
+            assert not await reader.owner_alive("engine-b")
+        assert not await reader.owner_alive("engine-a")
     finally:
         await reader.close()
 
@@ -493,12 +491,13 @@ async def test_close_without_open_or_run(pg_dsn: str, schema: str) -> None:
     await _refuses_use(never)
     reader = PostgresStore(pg_dsn, schema=schema, read_only=True)
     store = PostgresStore(pg_dsn, schema=schema)
+    store.owner_id = "engine-a"
     await store.open()
     await reader.open()
     try:
-        assert await reader.writer_alive()
+        assert await reader.owner_alive("engine-a")
         await store.close()
-        assert not await reader.writer_alive()
+        assert not await reader.owner_alive("engine-a")
         await store.close()
         await _refuses_use(store)
         async with running(store):

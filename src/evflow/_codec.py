@@ -19,8 +19,8 @@ import sys
 import traceback
 import types
 import zlib
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -30,6 +30,7 @@ from ._events import AnyEvent, ErrorInfo, Event
 
 __all__ = [
     "FRAME_HEADER",
+    "Frames",
     "Ref",
     "UnencodableError",
     "decode_event",
@@ -42,7 +43,7 @@ __all__ = [
     "import_path",
     "import_object",
     "imported_object",
-    "iter_frames",
+    "read_frames",
     "substitute_refs",
 ]
 
@@ -76,32 +77,49 @@ def frame(payload: bytes) -> bytes:
     return FRAME_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def iter_frames(buf: bytes | memoryview, start: int = 0) -> Iterator[tuple[int, bytes | None, str]]:
-    """Yield ``(offset, payload, problem)`` for each frame of ``buf`` from ``start``.
+class Frames(NamedTuple):
+    """The intact frames at the start of a buffer, as positions (plain ints: cheap to
+    keep for every record of a store, and nothing for the GC to traverse)."""
 
-    ``payload`` is None when the frame is damaged; ``problem`` then says how, and is
-    ``"torn"`` when the frame runs past the end of ``buf`` (an interrupted last write).
-    Iteration stops after a damaged frame, since the next frame's start is unknown.
+    starts: list[int]  # where each intact frame starts
+    ends: list[int]  # where it ends; its payload is buf[start + FRAME_HEADER.size : end]
+    end: int  # where the intact frames end: the end of the buffer, or a frame that is not
+    #: Why the frame at ``end`` is not intact ("" when ``end`` is the end of the buffer):
+    #: "torn" (it runs past the end), "checksum mismatch", or "empty record" (length 0,
+    #: which ``frame`` never writes: zeros, e.g. a file allocated ahead or a lost write).
+    problem: str
+
+
+def read_frames(buf: bytes, start: int = 0) -> Frames:
+    """Split ``buf`` into the frames of ``frame``, from ``start`` up to the first one that
+    is not intact (what follows a damaged frame cannot be found by its length alone).
+
+    The one frame reader: the file store scans every log with it when it opens, so this
+    loop is the cold-start cost (no generator step, no copy per record).
     """
+    starts: list[int] = []
+    ends: list[int] = []
     view = memoryview(buf)
-    end = len(view)
+    end = len(buf)
+    header = FRAME_HEADER.size
+    unpack = FRAME_HEADER.unpack_from
+    crc32 = zlib.crc32
     pos = start
-    size = FRAME_HEADER.size
     while pos < end:
-        if end - pos < size:
-            yield pos, None, "torn"
-            return
-        length, crc = FRAME_HEADER.unpack_from(view, pos)
-        body_end = pos + size + length
-        if body_end > end:
-            yield pos, None, "torn"
-            return
-        payload = bytes(view[pos + size : body_end])
-        if zlib.crc32(payload) != crc:
-            yield pos, None, "checksum mismatch"
-            return
-        yield pos, payload, ""
-        pos = body_end
+        if end - pos < header:
+            return Frames(starts, ends, pos, "torn")
+        length, crc = unpack(buf, pos)
+        stop = pos + header + length
+        if stop > end:
+            return Frames(starts, ends, pos, "torn")
+        if not length:
+            return Frames(starts, ends, pos, "empty record")
+        if crc32(view[pos + header : stop]) != crc:
+            return Frames(starts, ends, pos, "checksum mismatch")
+        starts.append(pos)
+        ends.append(stop)
+        pos = stop
+    return Frames(starts, ends, pos, "")
 
 
 # -- user values -------------------------------------------------------------------------

@@ -120,10 +120,6 @@ class Store(abc.ABC):
                 return
             await anyio.sleep(poll_interval)
 
-    async def writer_alive(self) -> bool:
-        """Whether a live engine currently writes this store (readers show RESUMABLE if not)."""
-        return False
-
     async def owner_alive(self, owner: str | None) -> bool:
         """Whether the engine with id ``owner`` is alive and using this store.
 

@@ -43,8 +43,5 @@ class MemoryStore(Store):
     async def delete(self, workflow_id: str) -> bool:
         return self._logs.pop(workflow_id, None) is not None
 
-    async def writer_alive(self) -> bool:
-        return bool(self._owners)
-
     async def owner_alive(self, owner: str | None) -> bool:
         return owner is not None and owner in self._owners

@@ -40,11 +40,11 @@ def open_store(
         raise ValueError(f"storage must not be empty; use {_SCHEMES}")
     scheme = urlparse(storage).scheme.lower() if "://" in storage else ""
     if scheme == "":
-        from ._file import FileStore
+        from .file import FileStore
 
         return FileStore(Path(storage), durability=durability, read_only=read_only)
     if scheme == "file":
-        from ._file import FileStore
+        from .file import FileStore
 
         parsed = urlparse(storage)
         path = unquote(parsed.netloc + parsed.path)
@@ -54,7 +54,7 @@ def open_store(
 
         return MemoryStore()
     if scheme in ("postgresql", "postgres"):
-        from ._postgres import PostgresStore
+        from .postgres import PostgresStore
 
         return PostgresStore(storage, read_only=read_only)
     raise ValueError(f"unknown storage scheme {scheme!r} in {storage!r}; accepted: {_SCHEMES}")

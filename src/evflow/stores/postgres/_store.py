@@ -1,10 +1,6 @@
 """PostgreSQL store: one log shared by several engines (processes, machines).
 
-Layout (schema ``evflow`` by default, created on ``open``)::
-
-    workflows(workflow_id text PRIMARY KEY, last_seq bigint)      one row per log
-    events(workflow_id text, seq bigint, time float8, type text, payload bytea,
-           PRIMARY KEY (workflow_id, seq))                         payload = encode_event
+Tables and statements are in ``_sql``; URLs in ``_dsn``; LISTEN/NOTIFY in ``_notify``.
 
 Appends are optimistic: a batch moves ``workflows.last_seq`` from ``first_seq - 1`` to its
 last seq (or inserts the row for ``seq == 1``) and inserts the events of exactly the
@@ -19,10 +15,11 @@ are refused too: they were built on the rejected events. After that, appends tha
 the stored log are accepted, so an engine must not keep appending to a workflow whose
 append raised ``SequenceConflictError``: another engine owns it.
 
-Liveness: every writing store holds ``pg_advisory_lock_shared(_WRITER_LOCK, <schema key>)``
-on a dedicated connection while open; the session lock goes away with the connection, so a
-crashed engine never looks alive. ``writer_alive`` looks for that lock in ``pg_locks``
-(rather than taking it exclusively) so readers never race each other or block an engine.
+Liveness: a writing store with an ``owner_id`` holds ``pg_advisory_lock(OWNER_LOCK,
+<crc32 of the id>)`` on a dedicated connection while open; the session lock goes away with
+the connection, so a crashed engine never looks alive. ``owner_alive`` looks for that lock
+in ``pg_locks`` (rather than taking it) so readers never race each other or block an
+engine.
 
 Each committed batch sends ``NOTIFY`` on a per-schema channel with a JSON array of workflow
 ids (``"*"`` when it would not fit), which ``wait_for_events`` listens for.
@@ -34,35 +31,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import re
 import zlib
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import anyio
 from anyio.abc import TaskStatus
 
-from .._codec import decode_event, encode_event
-from .._errors import CorruptLogError, SequenceConflictError, StoreError
-from .._events import AnyEvent, Event
-from ._base import Store, check_sequence
+from ..._codec import decode_event, encode_event
+from ..._errors import CorruptLogError, SequenceConflictError, StoreError
+from ..._events import AnyEvent, Event
+from .._base import Store, check_sequence
+from .._group_commit import Batch, GroupCommit
+from ._dsn import DEFAULT_SCHEMA, check_schema, pop_schema, redact
+from ._notify import Listener, note
+from ._sql import DDL_LOCK, OWNER_LOCK, Sql
 
 __all__ = ["PostgresStore"]
 
-_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-#: First key of the two-int advisory locks ("EVFW" / "EVFD"); the second is the schema's key.
-_WRITER_LOCK = 0x45564657
-_DDL_LOCK = 0x45564644
-#: First key of an engine's own advisory lock ("EVOW"); the second is its id's crc32.
-_OWNER_LOCK = 0x45564F57
-#: NOTIFY payloads are limited to 8000 bytes; a longer id list is replaced by "*".
-_NOTIFY_LIMIT = 7900
 #: How long a started batch write may run on after cancellation before it is abandoned.
 _COMMIT_TIMEOUT = 30.0
-#: Safety net while listening: re-check even without a notification this often (seconds).
-_LISTEN_RECHECK = 5.0
 _DEADLOCK_RETRIES = 5
 #: Batches with this many events are COPYed (measured crossover, see ``_insert``).
 _COPY_FROM = 128
@@ -82,42 +70,8 @@ async def _keep_session(conn: Any) -> None:
     rolled back by asyncpg."""
 
 
-def _pop_schema(dsn: str) -> tuple[str, str | None]:
-    """Split the evflow-only ``schema`` query parameter (asyncpg would refuse it) off a URI."""
-    if "://" not in dsn:
-        return dsn, None
-    parts = urlsplit(dsn)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schemas = [v for k, v in query if k == "schema"]
-    if not schemas:
-        return dsn, None
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return _unsplit(parts.scheme, parts.netloc, parts.path, rest, parts.fragment), schemas[-1]
-
-
-def _redact(dsn: str, schema: str) -> str:
-    """The dsn without its password, naming the schema unless it is the default."""
-    if "://" not in dsn:  # libpq key=value form
-        dsn = re.sub(r"\s*\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S*)", "", dsn)
-        return dsn if schema == "evflow" else f"{dsn} schema={schema}"
-    parts = urlsplit(dsn)
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    netloc = f"{userinfo.partition(':')[0]}@{hosts}" if at else hosts
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "password"]
-    if schema != "evflow":
-        query.append(("schema", schema))
-    return _unsplit(parts.scheme, netloc, parts.path, urlencode(query), parts.fragment)
-
-
-def _unsplit(scheme: str, netloc: str, path: str, query: str, fragment: str) -> str:
-    # urlunsplit would drop the empty authority of "postgresql:///db?host=/socket".
-    return (
-        f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "") + (f"#{fragment}" if fragment else "")
-    )
-
-
-class _Run:
-    """A workflow's contiguous events within one batch, encoded."""
+class _WorkflowRows:
+    """One workflow's events within one batch, encoded as rows, from seq ``first`` on."""
 
     __slots__ = ("first", "rows")
 
@@ -130,42 +84,14 @@ class _Run:
         return self.first + len(self.rows) - 1
 
 
-class _Batch:
-    """Everything queued between two commits, and how its commit went."""
+class _Batch(Batch):
+    """Everything queued between two commits (``errors``: the workflows it refused)."""
 
-    __slots__ = ("_event", "done", "errors", "failure", "runs")
+    __slots__ = ("by_workflow",)
 
     def __init__(self) -> None:
-        self.runs: dict[str, _Run] = {}
-        self.errors: dict[str, StoreError] = {}
-        self.failure: StoreError | None = None
-        self.done = False
-        self._event: anyio.Event | None = None
-
-    def finish(self) -> None:
-        self.done = True
-        if self._event is not None:
-            self._event.set()
-
-    def poke(self) -> None:
-        """Wake the waiters without finishing (``run`` stopped: they must write it)."""
-        if self._event is not None:
-            self._event.set()
-            self._event = None
-
-    async def wait(self) -> None:
-        """Wait until finished or poked."""
-        if not self.done:
-            if self._event is None:
-                self._event = anyio.Event()
-            await self._event.wait()
-
-    def error_for(self, workflow_id: str | None) -> StoreError | None:
-        if self.failure is not None:
-            return self.failure
-        if workflow_id is None:
-            return next(iter(self.errors.values()), None)
-        return self.errors.get(workflow_id)
+        super().__init__()
+        self.by_workflow: dict[str, _WorkflowRows] = {}
 
 
 class PostgresStore(Store):
@@ -180,39 +106,30 @@ class PostgresStore(Store):
     shared = True
 
     def __init__(self, dsn: str, *, schema: str | None = None, read_only: bool = False) -> None:
-        dsn, url_schema = _pop_schema(dsn)
+        dsn, url_schema = pop_schema(dsn)
         if schema is None:
-            schema = url_schema or "evflow"
+            schema = url_schema or DEFAULT_SCHEMA
         elif url_schema is not None and url_schema != schema:
             raise ValueError(f"schema {schema!r} contradicts schema={url_schema!r} in the storage URL")
-        if not _SCHEMA_NAME.fullmatch(schema):
-            raise ValueError(
-                f"invalid PostgreSQL schema name {schema!r}: use letters, digits and '_', "
-                "not starting with a digit, at most 63 characters"
-            )
+        check_schema(schema)
         self._asyncpg = _import_asyncpg()
         self._dsn = dsn
-        self.url = _redact(dsn, schema)
+        self.url = redact(dsn, schema)
         self.schema = schema
         self.read_only = read_only
         self._key = zlib.crc32(schema.encode()) & 0x7FFFFFFF
-        self._channel = f"evflow.{schema}"[:63]
-        self._sql = _Sql(f'"{schema}"')
+        self._sql = Sql(f'"{schema}"')
         self._pool: Any = None
         self._lock_conn: Any = None
-        self._listen_conn: Any = None
-        self._listen_lock: anyio.Lock | None = None
-        self._listeners: dict[str, set[anyio.Event]] = {}
+        self._listener = Listener(self._asyncpg, dsn, f"evflow.{schema}"[:63])
         self._write_lock: anyio.Lock | None = None
         # What this instance knows of each log: the last seq queued, and the workflows
-        # whose last append failed, until a caller is told (the actual last seq, or why
-        # it is unknown).
+        # whose appends are refused because their last append failed, until a caller is
+        # told (the actual last seq after a conflict, or why it is unknown).
         self._last: dict[str, int] = {}
-        self._stale: dict[str, int | str] = {}
-        self._pending: _Batch | None = None
-        self._in_flight: _Batch | None = None
+        self._refused: dict[str, int | str] = {}
+        self._batches: GroupCommit[_Batch] = GroupCommit()
         self._running = False
-        self._closing = False
         self._wakeup: anyio.Event | None = None
         self._run_exited: anyio.Event | None = None
 
@@ -237,20 +154,17 @@ class PostgresStore(Store):
             raise StoreError(f"{self.url}: store is already open")
         pg = self._asyncpg
         self._write_lock = anyio.Lock()
-        self._listen_lock = anyio.Lock()
-        self._closing = False
+        self._batches = GroupCommit()
         try:
             self._pool = await pg.create_pool(self._dsn, min_size=1, max_size=4, reset=_keep_session)
+            self._listener.open()
             if not self.read_only:
                 await self._create_schema()
-                self._lock_conn = await pg.connect(self._dsn)
-                await self._lock_conn.execute(
-                    "SELECT pg_advisory_lock_shared($1, $2)", _WRITER_LOCK, self._key
-                )
                 if self.owner_id is not None:
                     # held for the engine's life: owner_alive() finds it in pg_locks
+                    self._lock_conn = await pg.connect(self._dsn)
                     await self._lock_conn.execute(
-                        "SELECT pg_advisory_lock($1, $2)", _OWNER_LOCK, _owner_key(self.owner_id)
+                        "SELECT pg_advisory_lock($1, $2)", OWNER_LOCK, _owner_key(self.owner_id)
                     )
         except (OSError, pg.PostgresError, pg.InterfaceError) as exc:
             await self._release()
@@ -266,7 +180,7 @@ class PostgresStore(Store):
                 return
             async with conn.transaction():
                 # IF NOT EXISTS alone races between two engines opening at once.
-                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _DDL_LOCK, self._key)
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", DDL_LOCK, self._key)
                 await conn.execute(self._sql.create)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -278,8 +192,8 @@ class PostgresStore(Store):
         task_status.started()
         try:
             while True:
-                if self._pending is None:
-                    if self._closing:
+                if self._batches.filling is None:
+                    if self._batches.closing:
                         break
                     self._wakeup = anyio.Event()
                     await self._wakeup.wait()
@@ -289,17 +203,21 @@ class PostgresStore(Store):
             self._running = False
             self._wakeup = None
             self._run_exited.set()
-            if self._pending is not None:
-                self._pending.poke()
+            waiting = self._batches.filling
+            if waiting is not None:
+                waiting.wake()  # its flushers write it themselves
 
     async def close(self) -> None:
-        """Write everything queued, stop ``run`` and disconnect. Safe to call twice.
+        """Write everything queued, stop ``run`` and disconnect. Safe to call twice; a close
+        while another is under way waits for it.
 
         Append errors are reported to the callers of ``flush``/``append``, not here.
         """
-        if self._pool is None or self._closing:
+        if self._pool is None:
             return
-        self._closing = True
+        if not self._batches.begin_close():  # another task is closing it: wait for that
+            await self._batches.closed()
+            return
         if self._wakeup is not None:
             self._wakeup.set()
         try:
@@ -310,18 +228,16 @@ class PostgresStore(Store):
         finally:
             with anyio.move_on_after(_COMMIT_TIMEOUT, shield=True):
                 await self._release()
+            self._batches.end_close()
 
     async def _release(self) -> None:
-        for conn in (self._listen_conn, self._lock_conn):
-            if conn is not None and not conn.is_closed():
-                try:
-                    await conn.close()
-                except Exception:  # a dead connection is as good as closed
-                    conn.terminate()
-        self._listen_conn = self._lock_conn = None
-        for events in self._listeners.values():
-            for event in events:
-                event.set()
+        await self._listener.close()
+        conn, self._lock_conn = self._lock_conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await conn.close()
+            except Exception:  # a dead connection is as good as closed
+                conn.terminate()
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -341,31 +257,31 @@ class PostgresStore(Store):
         """
         if self.read_only:
             raise StoreError(f"{self.url}: store is open read-only")
-        if self._pool is None or self._closing:
+        if self._pool is None or self._batches.closing:
             raise StoreError(f"{self.url}: store is not open")
         if not events:
             return
         if "\x00" in workflow_id:
             raise ValueError(f"workflow id {workflow_id!r} contains NUL, which PostgreSQL text cannot hold")
         first = events[0].seq
-        stale = self._stale.get(workflow_id)
-        if stale is not None:
-            if isinstance(stale, int):
-                raise SequenceConflictError(workflow_id, first, stale)
-            raise StoreError(stale)
+        refused = self._refused.get(workflow_id)
+        if refused is not None:
+            if isinstance(refused, int):
+                raise SequenceConflictError(workflow_id, first, refused)
+            raise StoreError(refused)
         last = self._last.get(workflow_id)
         if last is None:
             if first < 1:
                 raise SequenceConflictError(workflow_id, first, 0)
             last = first - 1
         new_last = check_sequence(workflow_id, last, events)
-        batch = self._pending
+        batch = self._batches.filling
         if batch is None:
-            batch = self._pending = _Batch()
-        run = batch.runs.get(workflow_id)
-        if run is None:
-            run = batch.runs[workflow_id] = _Run(first)
-        run.rows.extend((e.seq, e.time, type(e).__name__, encode_event(e)) for e in events)
+            batch = self._batches.filling = _Batch()
+        queued = batch.by_workflow.get(workflow_id)
+        if queued is None:
+            queued = batch.by_workflow[workflow_id] = _WorkflowRows(first)
+        queued.rows.extend((e.seq, e.time, type(e).__name__, encode_event(e)) for e in events)
         self._last[workflow_id] = new_last
         if self._wakeup is not None:
             self._wakeup.set()
@@ -385,8 +301,8 @@ class PostgresStore(Store):
         """
         batches = [
             b
-            for b in (self._in_flight, self._pending)
-            if b is not None and (workflow_id is None or workflow_id in b.runs or workflow_id in b.errors)
+            for b in self._batches.in_order()
+            if workflow_id is None or workflow_id in b.by_workflow or workflow_id in b.errors
         ]
         for batch in batches:
             while not batch.done:
@@ -399,22 +315,20 @@ class PostgresStore(Store):
             if error is not None:
                 # The caller knows now: the workflow's appends are judged afresh.
                 if workflow_id is not None:
-                    self._stale.pop(workflow_id, None)
+                    self._refused.pop(workflow_id, None)
                 elif isinstance(error, SequenceConflictError):
-                    self._stale.pop(error.workflow_id, None)
+                    self._refused.pop(error.workflow_id, None)
                 else:
-                    for reported in batch.runs:
-                        self._stale.pop(reported, None)
+                    for reported in batch.by_workflow:
+                        self._refused.pop(reported, None)
                 raise _copy(error)  # one exception object per waiter: tracebacks stay apart
 
     async def _write_next(self) -> None:
         assert self._write_lock is not None
         async with self._write_lock:
-            batch = self._pending
+            batch = self._batches.take()
             if batch is None:
                 return
-            self._pending = None
-            self._in_flight = batch
             try:
                 # A started commit finishes even when the caller is cancelled: the batch
                 # holds other workflows' events too.
@@ -426,16 +340,16 @@ class PostgresStore(Store):
                 self._fail(batch, f"{self.url}: writing events failed: {exc!r}", exc)
                 raise
             finally:
-                self._in_flight = None
+                self._batches.written()
                 batch.finish()
 
     async def _commit(self, batch: _Batch) -> None:
-        if not batch.runs:
+        if not batch.by_workflow:
             return
         pg = self._asyncpg
-        ids = sorted(batch.runs)  # one lock order for every engine: no deadlocks in practice
+        ids = sorted(batch.by_workflow)  # one lock order for every engine: no deadlocks in practice
         try:
-            accepted = await self._insert_retrying(ids, batch.runs)
+            accepted = await self._insert_retrying(ids, batch.by_workflow)
         except (OSError, pg.PostgresError, pg.InterfaceError) as exc:
             self._fail(batch, f"{self.url}: writing events failed: {exc!r}", exc)
             return
@@ -453,11 +367,11 @@ class PostgresStore(Store):
         for workflow_id in rejected:
             self._conflict(batch, workflow_id, found.get(workflow_id) or 0)
 
-    async def _insert_retrying(self, ids: list[str], runs: dict[str, _Run]) -> set[str]:
+    async def _insert_retrying(self, ids: list[str], queued: dict[str, _WorkflowRows]) -> set[str]:
         pg = self._asyncpg
         for _ in range(_DEADLOCK_RETRIES - 1):
             try:
-                return await self._insert(ids, runs)
+                return await self._insert(ids, queued)
             except pg.DeadlockDetectedError:
                 continue
             except pg.UniqueViolationError:
@@ -466,53 +380,54 @@ class PostgresStore(Store):
                 accepted: set[str] = set()
                 for workflow_id in ids:
                     with contextlib.suppress(pg.UniqueViolationError):
-                        accepted |= await self._insert([workflow_id], runs)
+                        accepted |= await self._insert([workflow_id], queued)
                 return accepted
-        return await self._insert(ids, runs)
+        return await self._insert(ids, queued)
 
-    async def _insert(self, ids: list[str], runs: dict[str, _Run]) -> set[str]:
-        """Write the runs of ``ids`` atomically; return the ids whose seqs fitted.
+    async def _insert(self, ids: list[str], queued: dict[str, _WorkflowRows]) -> set[str]:
+        """Write the rows of ``ids`` atomically; return the ids whose seqs fitted.
 
         Small batches go in one statement (one round trip); from ``_COPY_FROM`` events on,
         claiming the seqs and then COPYing the events is faster despite the extra trips.
         """
-        firsts = [runs[w].first for w in ids]
-        lasts = [runs[w].last for w in ids]
-        note = json.dumps(ids, ensure_ascii=False, separators=(",", ":"))
-        if len(note.encode()) > _NOTIFY_LIMIT:
-            note = "*"
+        firsts = [queued[w].first for w in ids]
+        lasts = [queued[w].last for w in ids]
+        payload = note(ids)
         async with self._pool.acquire() as conn:
-            if sum(len(runs[w].rows) for w in ids) >= _COPY_FROM:
+            if sum(len(queued[w].rows) for w in ids) >= _COPY_FROM:
                 async with conn.transaction():
                     accepted = set(
-                        await conn.fetchval(self._sql.claim, ids, firsts, lasts, self._channel, note)
+                        await conn.fetchval(
+                            self._sql.claim, ids, firsts, lasts, self._listener.channel, payload
+                        )
                     )
                     await conn.copy_records_to_table(
                         "events",
                         schema_name=self.schema,
                         columns=("workflow_id", "seq", "time", "type", "payload"),
-                        records=[(w, *row) for w in ids if w in accepted for row in runs[w].rows],
+                        records=[(w, *row) for w in ids if w in accepted for row in queued[w].rows],
                     )
                 return accepted
             columns: tuple[list[Any], ...] = ([], [], [], [], [])
             for workflow_id in ids:
-                for row in runs[workflow_id].rows:
+                for row in queued[workflow_id].rows:
                     columns[0].append(workflow_id)
                     for column, value in zip(columns[1:], row, strict=True):
                         column.append(value)
             accepted_ids = await conn.fetchval(
-                self._sql.append, ids, firsts, lasts, *columns, self._channel, note
+                self._sql.append, ids, firsts, lasts, *columns, self._listener.channel, payload
             )
             return set(accepted_ids)
 
     def _conflict(self, batch: _Batch, workflow_id: str, actual: int) -> None:
-        batch.errors[workflow_id] = SequenceConflictError(workflow_id, batch.runs[workflow_id].first, actual)
-        self._stale[workflow_id] = actual
+        first = batch.by_workflow[workflow_id].first
+        batch.errors[workflow_id] = SequenceConflictError(workflow_id, first, actual)
+        self._refused[workflow_id] = actual
         # Events queued since follow the rejected ones: they must not land on the winner's.
-        later = self._pending
-        if later is not None and workflow_id in later.runs:
-            run = later.runs.pop(workflow_id)
-            later.errors[workflow_id] = SequenceConflictError(workflow_id, run.first, actual)
+        later = self._batches.filling
+        if later is not None and workflow_id in later.by_workflow:
+            dropped = later.by_workflow.pop(workflow_id)
+            later.errors[workflow_id] = SequenceConflictError(workflow_id, dropped.first, actual)
         if actual:
             self._last[workflow_id] = actual
         else:
@@ -521,23 +436,24 @@ class PostgresStore(Store):
     def _fail(self, batch: _Batch, message: str, cause: BaseException | None = None) -> None:
         batch.failure = StoreError(message)
         batch.failure.__cause__ = cause
-        for workflow_id in batch.runs:
+        later = self._batches.filling
+        for workflow_id in batch.by_workflow:
             # Whether the batch landed is unknown: the database judges the next append.
-            self._stale[workflow_id] = (
+            self._refused[workflow_id] = (
                 f"workflow {workflow_id!r}: an earlier append failed ({message}); "
                 "read the workflow again before appending"
             )
-            if self._pending is None or workflow_id not in self._pending.runs:
+            if later is None or workflow_id not in later.by_workflow:
                 self._last.pop(workflow_id, None)
 
     # -- reading ---------------------------------------------------------------------------
 
     def _learn(self, workflow_id: str, last: int) -> None:
         """Record a log's last committed seq (0: unknown), unless appends are on the way."""
-        for batch in (self._pending, self._in_flight):
-            if batch is not None and workflow_id in batch.runs:
+        for batch in self._batches.in_order():
+            if workflow_id in batch.by_workflow:
                 return
-        self._stale.pop(workflow_id, None)
+        self._refused.pop(workflow_id, None)
         if last:
             self._last[workflow_id] = last
         else:
@@ -620,79 +536,16 @@ class PostgresStore(Store):
         Woken by ``NOTIFY`` from any engine's commit (``LISTEN`` on a dedicated
         connection); polls every ``poll_interval`` seconds while it cannot listen.
         """
-        while True:
-            listening = await self._listen()
+
+        async def has_events() -> bool:
             pool = self._pool_or_raise()  # raises once the store is closed
-            woken = anyio.Event()
-            self._listeners.setdefault(workflow_id, set()).add(woken)
             try:
-                try:
-                    async with pool.acquire() as conn:
-                        if await conn.fetchval(self._sql.has_events, workflow_id, after):
-                            return
-                except self._asyncpg.UndefinedTableError:
-                    pass
-                with anyio.move_on_after(_LISTEN_RECHECK if listening else poll_interval):
-                    await woken.wait()
-            finally:
-                waiters = self._listeners.get(workflow_id)
-                if waiters is not None:
-                    waiters.discard(woken)
-                    if not waiters:
-                        del self._listeners[workflow_id]
-
-    async def _listen(self) -> bool:
-        """Make sure the LISTEN connection is up; False if it cannot be."""
-        if self._listen_conn is not None and not self._listen_conn.is_closed():
-            return True
-        pg = self._asyncpg
-        if self._listen_lock is None or self._pool is None:
-            return False
-        async with self._listen_lock:
-            if self._listen_conn is not None and not self._listen_conn.is_closed():
-                return True
-            try:
-                conn = await pg.connect(self._dsn)
-            except (OSError, pg.PostgresError, pg.InterfaceError):
+                async with pool.acquire() as conn:
+                    return bool(await conn.fetchval(self._sql.has_events, workflow_id, after))
+            except self._asyncpg.UndefinedTableError:
                 return False
-            try:
-                await conn.add_listener(self._channel, self._on_notify)
-            except (OSError, pg.PostgresError, pg.InterfaceError):
-                conn.terminate()
-                return False
-            if self._pool is None:  # closed meanwhile
-                conn.terminate()
-                return False
-            conn.add_termination_listener(self._on_listener_lost)
-            self._listen_conn = conn
-            return True
 
-    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        if payload.startswith("["):
-            try:
-                ids = json.loads(payload)
-            except ValueError:
-                ids = None
-            if isinstance(ids, list):
-                for workflow_id in ids:
-                    for event in self._listeners.get(workflow_id, ()):
-                        event.set()
-                return
-        self._wake_all()
-
-    def _on_listener_lost(self, conn: Any) -> None:
-        self._wake_all()  # waiters re-check, then reconnect or poll
-
-    def _wake_all(self) -> None:
-        for events in self._listeners.values():
-            for event in events:
-                event.set()
-
-    async def writer_alive(self) -> bool:
-        """Whether a live (not read-only) store holds this schema's writer lock."""
-        pool = self._pool_or_raise()
-        async with pool.acquire() as conn:
-            return bool(await conn.fetchval(self._sql.writer_alive, _WRITER_LOCK, self._key))
+        await self._listener.wait(workflow_id, has_events, poll_interval)
 
     async def owner_alive(self, owner: str | None) -> bool:
         """Whether the engine ``owner`` is connected: it holds its own advisory lock."""
@@ -702,7 +555,7 @@ class PostgresStore(Store):
             return True
         pool = self._pool_or_raise()
         async with pool.acquire() as conn:
-            return bool(await conn.fetchval(self._sql.writer_alive, _OWNER_LOCK, _owner_key(owner)))
+            return bool(await conn.fetchval(self._sql.lock_held, OWNER_LOCK, _owner_key(owner)))
 
 
 def _owner_key(owner: str) -> int:
@@ -737,85 +590,3 @@ def _decode(workflow_id: str, after: int, rows: Sequence[Any]) -> list[AnyEvent]
     if events and after <= 0 and events[0].seq != 1:
         raise CorruptLogError(workflow_id, events[0].seq, "seq 1 is missing")
     return events
-
-
-class _Sql:
-    """The statements, for one (validated, quoted) schema name."""
-
-    def __init__(self, s: str) -> None:
-        self.tables_exist = (
-            f"SELECT to_regclass('{s}.workflows') IS NOT NULL AND to_regclass('{s}.events') IS NOT NULL"
-        )
-        self.create = f"""
-            CREATE SCHEMA IF NOT EXISTS {s};
-            CREATE TABLE IF NOT EXISTS {s}.workflows (
-                workflow_id text PRIMARY KEY,
-                last_seq bigint NOT NULL
-            );
-            CREATE TABLE IF NOT EXISTS {s}.events (
-                workflow_id text NOT NULL,
-                seq bigint NOT NULL,
-                time double precision NOT NULL,
-                type text NOT NULL,
-                payload bytea NOT NULL,
-                PRIMARY KEY (workflow_id, seq)
-            );
-        """
-        # Move each workflow's last_seq from first_seq - 1 (row-locked: a concurrent append
-        # to it waits, then misses) or create it at seq 1; ``accepted`` is who succeeded.
-        claim = f"""
-            WITH batch AS (
-                SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
-                    AS b(workflow_id, first_seq, last_seq)
-            ), moved AS (
-                UPDATE {s}.workflows AS w SET last_seq = batch.last_seq
-                FROM batch
-                WHERE batch.first_seq > 1 AND w.workflow_id = batch.workflow_id
-                    AND w.last_seq = batch.first_seq - 1
-                RETURNING w.workflow_id
-            ), created AS (
-                INSERT INTO {s}.workflows (workflow_id, last_seq)
-                SELECT workflow_id, last_seq FROM batch WHERE first_seq = 1
-                ON CONFLICT (workflow_id) DO NOTHING
-                RETURNING workflow_id
-            ), accepted AS (
-                SELECT workflow_id FROM moved UNION ALL SELECT workflow_id FROM created
-            )"""
-        notify = """
-            SELECT ids, CASE WHEN cardinality(ids) > 0 THEN pg_notify(${0}, ${1}) END
-            FROM (SELECT array(SELECT workflow_id FROM accepted) AS ids) AS a"""
-        # The claim alone (the events follow by COPY in the same transaction) ...
-        self.claim = claim + notify.format(4, 5)
-        # ... or with the accepted workflows' events, in one statement and round trip.
-        self.append = (
-            claim
-            + f""", inserted AS (
-                INSERT INTO {s}.events (workflow_id, seq, time, type, payload)
-                SELECT e.workflow_id, e.seq, e.time, e.type, e.payload
-                FROM unnest($4::text[], $5::bigint[], $6::float8[], $7::text[], $8::bytea[])
-                    AS e(workflow_id, seq, time, type, payload)
-                WHERE e.workflow_id IN (SELECT workflow_id FROM accepted)
-            )"""
-            + notify.format(9, 10)
-        )
-        self.last_seqs = (
-            f"SELECT workflow_id, last_seq FROM {s}.workflows WHERE workflow_id = ANY($1::text[])"
-        )
-        self.max_seqs = (
-            f"SELECT workflow_id, max(seq) FROM {s}.events WHERE workflow_id = ANY($1::text[]) "
-            "GROUP BY workflow_id"
-        )
-        self.read = f"SELECT seq, payload FROM {s}.events WHERE workflow_id = $1 AND seq > $2 ORDER BY seq"
-        self.read_all = f"SELECT workflow_id, seq, payload FROM {s}.events ORDER BY workflow_id, seq"
-        self.list = f"SELECT workflow_id FROM {s}.workflows"
-        self.has_events = f"SELECT EXISTS (SELECT 1 FROM {s}.events WHERE workflow_id = $1 AND seq > $2)"
-        self.delete_workflow = f"DELETE FROM {s}.workflows WHERE workflow_id = $1 RETURNING 1"
-        self.delete_events = f"DELETE FROM {s}.events WHERE workflow_id = $1"
-        self.writer_alive = """
-            SELECT EXISTS (
-                SELECT 1 FROM pg_locks
-                WHERE locktype = 'advisory' AND granted AND objsubid = 2
-                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                    AND classid = $1::int4::oid AND objid = $2::int4::oid
-            )
-        """

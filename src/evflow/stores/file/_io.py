@@ -1,11 +1,12 @@
 """The file store's I/O seam: every system call that changes what is on disk.
 
 ``FileStore`` creates, writes, truncates, renames, unlinks and fsyncs files only through
-``_file._io``, which is this module: its names *are* the ``os`` functions, so a call costs
+``_disk._io``, which is this module: its names *are* the ``os`` functions, so a call costs
 what ``os.write`` costs (a module attribute; a class's static methods measured about
-70 ns more per call). A test swaps in an object with the same names that also records
-each call, to rebuild every state a power loss could leave on disk
-(``tests/test_crash_states.py``). Reads go straight to ``os``: they change nothing.
+70 ns more per call). ``_disk`` is the one module that calls it, so a test swaps in, as
+``_disk._io``, an object with the same names that also records each call, to rebuild
+every state a power loss could leave on disk (``tests/test_crash_states.py``). Reads go
+straight to ``os``: they change nothing.
 
 Rule for callers: a descriptor opened through the seam is closed through it, so that a
 recording implementation can tell which file a descriptor number means.

@@ -89,12 +89,12 @@ async def _prune_and_die(store: str, kill_at: int, mode: str) -> None:
     write: before its log is unlinked (its deletion is in the journal) or right after."""
     import signal
 
-    from evflow.stores import FileStore
+    from evflow.stores.file._writer import Writer
 
-    deleting = FileStore._delete_log
+    deleting = Writer._delete_log
     seen = 0
 
-    def delete_log(self: FileStore, workflow_id: str) -> None:
+    def delete_log(self: Writer, workflow_id: str) -> None:
         nonlocal seen
         seen += 1
         if seen == kill_at and mode == "before-unlink":
@@ -104,7 +104,7 @@ async def _prune_and_die(store: str, kill_at: int, mode: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     async with evflow.Engine(store) as engine:
-        FileStore._delete_log = delete_log  # type: ignore[method-assign]
+        Writer._delete_log = delete_log  # type: ignore[method-assign]
         await engine.prune(0)
     raise SystemExit("prune finished: the kill point was never reached")
 

@@ -23,7 +23,7 @@ import evflow
 import history_workflows as hw
 from evflow.engine import _history
 from evflow.stores import MemoryStore, Store
-from evflow.stores._file import log_file_name
+from evflow.stores.file._layout import log_file_name
 from test_cli import evflow_cli
 
 DSN = os.environ.get("EVFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

@@ -190,7 +190,11 @@ def _in(name: str, package: str) -> bool:
 
 #: (who, what it must not import, why)
 LAYER_RULES = [
-    ("evflow.engine", ["evflow.actors", "evflow.cli"], "the core never imports what plugs into it"),
+    (
+        "evflow.engine",
+        ["evflow.actors", "evflow.cli", "evflow.otel"],
+        "the core never imports what plugs into it",
+    ),
     ("evflow._projection", ["evflow.engine", "evflow.actors", "evflow.stores", "evflow.cli"], "pure fold"),
     ("evflow._events", ["evflow.engine", "evflow.actors", "evflow.stores", "evflow.cli"], "the schema"),
     ("evflow._codec", ["evflow.engine", "evflow.actors", "evflow.stores", "evflow.cli"], "encoding"),

@@ -21,7 +21,14 @@ from evflow._events import EVENT_TYPES, ErrorInfo, Event, ForkOrigin, StepCopy, 
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-EXECUTED = ["README.md", "docs/tutorial.md", "docs/metadata.md", "docs/storage.md"]
+EXECUTED = [
+    "README.md",
+    "docs/tutorial.md",
+    "docs/metadata.md",
+    "docs/storage.md",
+    "docs/otel.md",
+    "docs/web.md",
+]
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "StepHost",
     "current_runner",
     "current_step",
+    "default_engines",
     "open_engines",
     "reset_current_engine",
     "set_current_engine",
@@ -45,6 +46,10 @@ _current_engine: ContextVar[NodeRunner | None] = ContextVar("evflow_current_engi
 
 #: Engines open in this process, in the order they were entered.
 open_engines: list[NodeRunner] = []
+
+#: Engines made the default for callers whose context carries none (``evflow.web.lifespan``
+#: marks its engine so, for its app's request handlers); the last one still open wins.
+default_engines: list[NodeRunner] = []
 
 
 class StepHost(Protocol):
@@ -75,14 +80,20 @@ current_step: ContextVar[StepContext | None] = ContextVar("evflow_current_step",
 
 
 def current_runner() -> NodeRunner:
-    """The engine of the enclosing ``async with Engine(...)`` block.
+    """The current engine, by the rule of docs/decisions.md ("Which engine a call uses").
 
-    Falls back to the only open engine of the process when the block's context did not
-    reach the caller (e.g. a task started elsewhere); raises ``NoEngineError`` otherwise.
+    1. the engine of the enclosing ``async with Engine(...)`` block (a ContextVar), if open;
+    2. else the default engine (``evflow.engine.default_engine``, which
+       ``evflow.web.lifespan`` uses), the one made default last among those still open;
+    3. else the only open engine of the process;
+    4. else ``NoEngineError``.
     """
     engine = _current_engine.get()
     if engine is not None and engine.is_open:
         return engine
+    for default in reversed(default_engines):
+        if default.is_open:
+            return default
     if len(open_engines) == 1:
         return open_engines[0]
     raise NoEngineError()

@@ -23,6 +23,7 @@ from . import _commands, _history, _transfer, _verify
 from ._demo import cmd_demo
 from ._format import report_error, warn
 from ._options import Options
+from ._ui import cmd_ui
 
 __all__ = ["build_parser", "main"]
 
@@ -138,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("demo", cmd_demo, "run a small real workflow and print its metadata")
     _add_history_commands(command)
+
+    p = command("ui", cmd_ui, "serve the web dashboard and JSON API over the store (needs evflow[web])")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8265, help="port to listen on (default: 8265)")
+    p.add_argument("--read-only", action="store_true", help="serve reads only; never take the store's lock")
     return parser
 
 

@@ -11,10 +11,12 @@ from ._attempts import MAX_RETRY_DELAY as MAX_RETRY_DELAY
 from ._calls import call as call
 from ._calls import substitute as substitute
 from ._core import EngineCore as EngineCore
+from ._core import EventListener as EventListener
 from ._core import is_store_failure as is_store_failure
 from ._engine import Engine as Engine
 from ._engine import StatusFilter as StatusFilter
 from ._engine import current_engine as current_engine
+from ._engine import default_engine as default_engine
 from ._execution import Execution as Execution
 from ._kinds import PreparedStep as PreparedStep
 from ._kinds import StepKind as StepKind
@@ -28,6 +30,7 @@ __all__ = [
     "MAX_RETRY_DELAY",
     "Engine",
     "EngineCore",
+    "EventListener",
     "Execution",
     "LiveRun",
     "PreparedStep",
@@ -39,6 +42,7 @@ __all__ = [
     "WorkflowKindService",
     "call",
     "current_engine",
+    "default_engine",
     "is_store_failure",
     "register_step_kind",
     "register_workflow_kind",

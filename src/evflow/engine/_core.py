@@ -10,7 +10,8 @@ core's task group; cancellation uses cancel scopes.
 
 The core never imports a step kind or a service: they register themselves
 (``_kinds.register_step_kind``, ``_kinds.register_workflow_kind``) and the core makes
-one of each per engine on first use (``step_kind``, ``service``).
+one of each per engine on first use (``step_kind``, ``service``). Observers (tracing)
+hear of each event it records through ``add_event_listener``, without the core knowing them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import gc
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import anyio
 import anyio.abc
@@ -57,11 +58,28 @@ from ._run import LiveRun
 if TYPE_CHECKING:
     from ..stores import Store
 
-__all__ = ["EngineCore", "is_store_failure"]
+__all__ = ["EngineCore", "EventListener", "is_store_failure"]
 
 S = TypeVar("S")
 
 _EXECUTE_TASK_NAME = "evflow workflow"
+
+
+class EventListener(Protocol):
+    """What observes the events a core records (``EngineCore.add_event_listener``).
+
+    Both methods are called on the event loop, synchronously: they must not block and
+    must not raise (an exception propagates out of the ``emit`` that recorded the event,
+    into the step or run that emitted it).
+    """
+
+    def event_folded(self, state: WorkflowState, event: Event) -> None:
+        """``event`` was queued in the store and folded; ``state`` is the workflow's state
+        after every event of the same ``emit`` (in order: one call per event)."""
+
+    def run_closed(self, workflow_id: str) -> None:
+        """A live run of the workflow in this engine ended, however it ended (also when
+        it was interrupted, which records no event)."""
 
 
 class EngineCore:
@@ -90,6 +108,7 @@ class EngineCore:
         self._refetch: set[str] = set()
         self._kinds: dict[str, StepKind] = {}
         self._services: dict[object, object] = {}
+        self._listeners: list[EventListener] = []
         #: Held while a run/resume on a shared store decides whether to claim a workflow.
         self.claim_lock = anyio.Lock()
         self._wtg: anyio.abc.TaskGroup | None = None
@@ -225,6 +244,20 @@ class EngineCore:
             service = self._services[cls] = cls(self)
         return cast(S, service)
 
+    def add_event_listener(self, listener: EventListener) -> None:
+        """Tell ``listener`` of every event this engine records from now on, and of every
+        live run's end. Events other engines append to a shared store are not told."""
+        self._listeners.append(listener)
+
+    def remove_event_listener(self, listener: EventListener) -> None:
+        """Stop telling ``listener``; ``ValueError`` if it was not added."""
+        self._listeners.remove(listener)
+
+    def _tell(self, state: WorkflowState, events: list[Event]) -> None:
+        for listener in list(self._listeners):
+            for event in events:
+                listener.event_folded(state, event)
+
     def step_kind(self, step_type: str) -> StepKind:
         """This engine's kind for steps of ``step_type``; ``LookupError`` if none is registered."""
         kind = self._kinds.get(step_type)
@@ -359,6 +392,8 @@ class EngineCore:
         self.store.append_nowait(state.workflow_id, built)
         for event in built:
             apply(state, event)
+        if self._listeners:  # the one cost of the hook when nobody listens
+            self._tell(state, built)
         self.notify(state.workflow_id)
 
     def create(self, first: WorkflowStarted) -> WorkflowState:
@@ -367,6 +402,8 @@ class EngineCore:
         wid = first.workflow_id
         self.store.append_nowait(wid, [first])
         state = self._states[wid] = apply(None, first)
+        if self._listeners:
+            self._tell(state, [first])
         self.notify(wid)
         return state
 
@@ -391,6 +428,8 @@ class EngineCore:
             state = self._states[wid] = apply(None, event)
         else:
             apply(state, event)
+        if self._listeners:
+            self._tell(state, [event])
         self.notify(wid)
         return state
 
@@ -515,6 +554,8 @@ class EngineCore:
                     reread.live = False
                 run.set_done()
                 self.notify(wid)
+                for listener in list(self._listeners):
+                    listener.run_closed(wid)
 
     def _finished_fields(self, state: WorkflowState, run: LiveRun) -> dict[str, Any]:
         assert state.output is not None

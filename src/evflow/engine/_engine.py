@@ -6,7 +6,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -31,7 +32,7 @@ from ._core import EngineCore, is_store_failure
 from ._dags import record_dag
 from ._history import fork_workflow, prune_workflows
 
-__all__ = ["Engine", "StatusFilter", "current_engine"]
+__all__ = ["Engine", "StatusFilter", "current_engine", "default_engine"]
 
 S = TypeVar("S")
 
@@ -441,3 +442,19 @@ def current_engine() -> Engine:
     engine = _context.current_runner()
     assert isinstance(engine, Engine)  # only an Engine installs itself as current
     return engine
+
+
+@contextmanager
+def default_engine(engine: Engine) -> Iterator[Engine]:
+    """Make ``engine`` the default engine while the block runs.
+
+    Module-level calls whose context carries no engine of its own (the request handlers of
+    a web app: a server runs them in tasks that never saw the block that opened the engine)
+    resolve to it, even when other engines are open too. The enclosing ``async with
+    Engine(...)`` block of a caller still comes first. Nested defaults: the innermost wins.
+    """
+    _context.default_engines.append(engine)
+    try:
+        yield engine
+    finally:
+        _context.default_engines.remove(engine)

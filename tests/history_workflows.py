@@ -114,3 +114,9 @@ def main(argv: list[str]) -> None:
         anyio.run(_populate, argv[1], int(argv[2]))
     elif argv[0] == "prune":
         anyio.run(_prune_and_die, argv[1], int(argv[2]), argv[3])
+
+
+@evflow.step(name="announce")
+def announce(order_id: str) -> str:
+    evflow.set_event("progress", {"order": order_id, "stage": "announced"})
+    return order_id

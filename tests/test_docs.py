@@ -28,6 +28,7 @@ EXECUTED = [
     "docs/storage.md",
     "docs/otel.md",
     "docs/web.md",
+    "docs/waiting.md",
 ]
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 

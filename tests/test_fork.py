@@ -157,6 +157,21 @@ async def test_a_fork_after_a_continuation_keeps_the_recorded_sub_dag(storage: S
         assert hw.calls == ["countdown(2)", "countdown(1)", "countdown(0)"]
 
 
+async def test_what_a_copied_step_published_stays_published(storage: Storage, flag: Path) -> None:
+    async with evflow.Engine(storage()) as engine:
+        with pytest.raises(evflow.WorkflowExecutionError):
+            await hw.charge.step(hw.announce.step("order-3"), str(flag)).run("announced")
+        await anyio.Path(flag).touch()
+        fork = await engine.fork("announced", "announced-fixed", from_step="charge")
+        with pytest.raises(evflow.WorkflowExecutionError):  # charge wants an order dict: fails again
+            await fork.result()
+        assert await evflow.get_event("announced-fixed", "progress", timeout=5) == {
+            "order": "order-3",
+            "stage": "announced",
+        }
+        assert (await engine.get_metadata("announced-fixed"))["published"]["progress"]["step"] == "announce"
+
+
 async def test_a_canceled_and_a_resumable_workflow_can_be_forked(storage: Storage, flag: Path) -> None:
     key = uuid.uuid4().hex
     hw.gates[key] = anyio.Event()

@@ -41,6 +41,10 @@ PUBLIC = {
         "diff",
         "fork",
         "get_actor",
+        "get_current_attempt",
+        "get_current_step_name",
+        "get_current_workflow_id",
+        "get_event",
         "get_metadata",
         "get_output",
         "get_status",
@@ -51,8 +55,12 @@ PUBLIC = {
         "resume",
         "resume_all",
         "resume_async",
+        "set_event",
+        "sleep",
+        "sleep_until",
         "step",
         "virtual_actor",
+        "wait",
     ],
     evflow.stores: ["FileStore", "MemoryStore", "PostgresStore", "Store"],
     evflow.events: [
@@ -62,6 +70,7 @@ PUBLIC = {
         "AnyEvent",
         "ErrorInfo",
         "Event",
+        "EventPublished",
         "ForkOrigin",
         "MetadataAttached",
         "StepFailed",
@@ -70,6 +79,7 @@ PUBLIC = {
         "StepOptions",
         "StepSpec",
         "StepStarted",
+        "TimerStarted",
         "WorkflowCanceled",
         "WorkflowFailed",
         "WorkflowFinished",
@@ -105,7 +115,7 @@ def test_errors_share_one_root_and_mix_in_builtins() -> None:
 
 def test_engine_mirrors_every_module_level_function() -> None:
     mirrored = [
-        "cancel", "delete", "get_actor", "get_metadata", "get_output", "get_status",
+        "cancel", "delete", "get_actor", "get_event", "get_metadata", "get_output", "get_status",
         "list_all", "resume", "resume_all", "resume_async",
     ]  # fmt: skip
     for name in mirrored:

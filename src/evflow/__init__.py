@@ -12,6 +12,10 @@ from ._api import cancel as cancel
 from ._api import delete as delete
 from ._api import fork as fork
 from ._api import get_actor as get_actor
+from ._api import get_current_attempt as get_current_attempt
+from ._api import get_current_step_name as get_current_step_name
+from ._api import get_current_workflow_id as get_current_workflow_id
+from ._api import get_event as get_event
 from ._api import get_metadata as get_metadata
 from ._api import get_output as get_output
 from ._api import get_status as get_status
@@ -20,6 +24,7 @@ from ._api import prune as prune
 from ._api import resume as resume
 from ._api import resume_all as resume_all
 from ._api import resume_async as resume_async
+from ._api import set_event as set_event
 from ._diff import WorkflowDiff as WorkflowDiff
 from ._diff import diff as diff
 from ._errors import CorruptLogError as CorruptLogError
@@ -46,6 +51,9 @@ from ._step import step as step
 from .actors import virtual_actor as virtual_actor
 from .engine import Engine as Engine
 from .stores import Store as Store
+from .waiting import sleep as sleep
+from .waiting import sleep_until as sleep_until
+from .waiting import wait as wait
 
 __version__ = "0.1.0"
 
@@ -78,6 +86,10 @@ __all__ = [
     "diff",
     "fork",
     "get_actor",
+    "get_current_attempt",
+    "get_current_step_name",
+    "get_current_workflow_id",
+    "get_event",
     "get_metadata",
     "get_output",
     "get_status",
@@ -88,6 +100,10 @@ __all__ = [
     "resume",
     "resume_all",
     "resume_async",
+    "set_event",
+    "sleep",
+    "sleep_until",
     "step",
     "virtual_actor",
+    "wait",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "default_engines",
     "open_engines",
     "reset_current_engine",
+    "running_step",
     "set_current_engine",
 ]
 
@@ -53,10 +54,16 @@ default_engines: list[NodeRunner] = []
 
 
 class StepHost(Protocol):
-    """What a running step needs of the engine that runs it (``attach_metadata``)."""
+    """What a running step needs of the engine that runs it (``attach_metadata``,
+    ``set_event``)."""
 
     @property
     def loop_token(self) -> Any: ...
+
+    @property
+    def allow_pickle(self) -> bool: ...
+
+    def publish_nowait(self, workflow_id: str, step: str | None, key: str, value: bytes) -> None: ...
 
     def in_event_loop_thread(self) -> bool: ...
 
@@ -66,17 +73,31 @@ class StepHost(Protocol):
 
 
 class StepContext:
-    """Where a running step is: its engine, workflow and name."""
+    """Where a running step is: its engine, workflow, name and attempt (1 for the first).
 
-    __slots__ = ("engine", "name", "workflow_id")
+    One object per step execution, shared with the worker thread of a sync step (the
+    thread runs in a copy of the context, which holds this same object): the attempt
+    loop moves ``attempt`` on before each attempt starts.
+    """
 
-    def __init__(self, engine: StepHost, workflow_id: str, name: str) -> None:
+    __slots__ = ("attempt", "engine", "name", "workflow_id")
+
+    def __init__(self, engine: StepHost, workflow_id: str, name: str, attempt: int = 1) -> None:
         self.engine = engine
         self.workflow_id = workflow_id
         self.name = name
+        self.attempt = attempt
 
 
 current_step: ContextVar[StepContext | None] = ContextVar("evflow_current_step", default=None)
+
+
+def running_step(what: str) -> StepContext:
+    """The running step's context; ``RuntimeError`` naming ``what`` outside a step."""
+    ctx = current_step.get()
+    if ctx is None:
+        raise RuntimeError(f"evflow.{what}() can only be called inside a running step")
+    return ctx
 
 
 def current_runner() -> NodeRunner:

@@ -22,6 +22,7 @@ __all__ = [
     "AnyEvent",
     "ErrorInfo",
     "Event",
+    "EventPublished",
     "ForkOrigin",
     "MetadataAttached",
     "StepFailed",
@@ -30,6 +31,7 @@ __all__ = [
     "StepSpec",
     "StepCopy",
     "StepStarted",
+    "TimerStarted",
     "WorkflowCanceled",
     "WorkflowFailed",
     "WorkflowFinished",
@@ -37,9 +39,11 @@ __all__ = [
 ]
 
 #: Version of the log format written by this release. Readers accept every version up to it.
-FORMAT_VERSION = 1
+#: 2: durable time (the ``SLEEP`` step type, ``TimerStarted``), ``EventPublished``, the
+#: ``WAIT`` step type.
+FORMAT_VERSION = 2
 
-StepType: TypeAlias = Literal["FUNCTION", "ACTOR_METHOD"]
+StepType: TypeAlias = Literal["FUNCTION", "ACTOR_METHOD", "SLEEP", "WAIT"]
 
 # Every struct here is created with gc=False: the cyclic garbage collector does not track
 # them. They are frozen and hold only data (strings, numbers, bytes, JSON-like metadata,
@@ -204,6 +208,24 @@ class ActorCallSubmitted(Event, frozen=True):
     step: StepSpec
 
 
+class TimerStarted(Event, frozen=True):
+    """A durable timer of step ``name`` started: the step wakes at ``wake_time`` (epoch
+    seconds). Recorded once, when the step first starts; a resumed step waits only for
+    what is left of it."""
+
+    name: str
+    wake_time: float
+
+
+class EventPublished(Event, frozen=True):
+    """Running step ``step`` published ``value`` (an encoded value) under ``key``
+    (``evflow.set_event``); a later one with the same key replaces it."""
+
+    key: str
+    value: bytes
+    step: str | None = None
+
+
 AnyEvent: TypeAlias = (
     WorkflowStarted
     | StepStarted
@@ -214,6 +236,8 @@ AnyEvent: TypeAlias = (
     | WorkflowCanceled
     | MetadataAttached
     | ActorCallSubmitted
+    | TimerStarted
+    | EventPublished
 )
 
 #: Every event class by its tag (the ``type`` field of the encoded form).
@@ -229,5 +253,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         WorkflowCanceled,
         MetadataAttached,
         ActorCallSubmitted,
+        TimerStarted,
+        EventPublished,
     )
 }

@@ -22,12 +22,14 @@ from ._events import (
     ActorCallSubmitted,
     ErrorInfo,
     Event,
+    EventPublished,
     ForkOrigin,
     MetadataAttached,
     StepFailed,
     StepFinished,
     StepSpec,
     StepStarted,
+    TimerStarted,
     WorkflowCanceled,
     WorkflowFailed,
     WorkflowFinished,
@@ -68,6 +70,8 @@ class StepStatus(StrEnum):
 
 
 _NO_CALLS: deque[str] = deque(maxlen=0)
+#: The shared empty ``published`` of every workflow that never published (never mutated).
+_NO_PUBLISHED: dict[str, EventPublished] = {}
 
 
 class StepState:
@@ -85,6 +89,7 @@ class StepState:
         "start_time",
         "status",
         "user_metadata",
+        "wake_time",
     )
 
     def __init__(self, spec: StepSpec, parent: str | None) -> None:
@@ -101,6 +106,8 @@ class StepState:
         self.output: bytes | None = None
         self.continuation_output: str | None = None
         self.error: ErrorInfo | None = None
+        #: When a durable timer of the step fires (``TimerStarted``); kept across resumes.
+        self.wake_time: float | None = None
 
     @property
     def name(self) -> str:
@@ -125,6 +132,7 @@ class WorkflowState:
         "live",
         "output",
         "owner",
+        "published",
         "run_status",
         "running",
         "start_time",
@@ -159,6 +167,8 @@ class WorkflowState:
         #: Actor writer calls submitted and not yet finished, in submission order (a
         #: shared empty deque until the first call: plain workflows never have any).
         self.actor_calls: deque[str] = _NO_CALLS
+        #: The latest ``EventPublished`` of each key (``evflow.set_event``), in first-set order.
+        self.published: dict[str, EventPublished] = _NO_PUBLISHED
         #: The source of a forked workflow (``evflow.fork``), from its first event.
         self.forked_from: ForkOrigin | None = None
 
@@ -204,7 +214,7 @@ class WorkflowState:
         """``get_metadata`` for the workflow, or for step ``name``."""
         if name is not None:
             return self._step_metadata(self.step(name))
-        metadata: dict[str, Any] = {
+        out: dict[str, Any] = {
             "workflow_id": self.workflow_id,
             "status": self.status.value,
             "user_metadata": _copy_json(self.user_metadata),
@@ -212,8 +222,15 @@ class WorkflowState:
         }
         if self.forked_from is not None:
             origin = self.forked_from
-            metadata["forked_from"] = {"workflow_id": origin.workflow_id, "seq": origin.seq}
-        return metadata
+            out["forked_from"] = {"workflow_id": origin.workflow_id, "seq": origin.seq}
+        if self.published:
+            # Where and when each key was last set; the values are read with get_event
+            # (they may be any encoded value, not JSON).
+            out["published"] = {
+                key: {"seq": e.seq, "time": e.time, **({"step": e.step} if e.step is not None else {})}
+                for key, e in self.published.items()
+            }
+        return out
 
     def _step_metadata(self, step: StepState) -> dict[str, Any]:
         opts = step.spec.options
@@ -231,7 +248,7 @@ class WorkflowState:
                 "checkpoint": opts.checkpoint,
             },
             "user_metadata": _copy_json(step.user_metadata),
-            "stats": _stats(step.start_time, step.end_time),
+            "stats": _step_stats(step),
         }
 
     # -- folding helpers -------------------------------------------------------------------
@@ -263,6 +280,14 @@ def _stats(start_time: float | None, end_time: float | None) -> dict[str, float]
         stats["start_time"] = start_time
     if end_time is not None:
         stats["end_time"] = end_time
+    return stats
+
+
+def _step_stats(step: StepState) -> dict[str, float]:
+    """A step's ``stats``: its times, and a waiting step's ``wake_time`` once recorded."""
+    stats = _stats(step.start_time, step.end_time)
+    if step.wake_time is not None:
+        stats["wake_time"] = step.wake_time
     return stats
 
 
@@ -389,6 +414,12 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
             state.actor_calls = deque()
         state._register([event.step], None)
         state.actor_calls.append(event.step.name)
+    elif isinstance(event, TimerStarted):
+        state.step(event.name).wake_time = event.wake_time
+    elif isinstance(event, EventPublished):
+        if state.published is _NO_PUBLISHED:
+            state.published = {}
+        state.published[event.key] = event
     else:  # pragma: no cover - every member of the union is handled above
         raise ValueError(f"unknown event type {type(event).__name__}")
     return state

@@ -196,6 +196,11 @@ def resolve_step_function(path: str, *, allow_import: bool) -> Callable[..., Any
 class StepFunction(Generic[P, R]):
     """A function decorated with ``@evflow.step``: call ``.step(...)`` to get a node."""
 
+    #: Whether the nodes among a node's arguments are its dependencies (it runs after
+    #: them, with their values). False for a node whose step kind runs them itself
+    #: (``evflow.wait``): they are recorded with the DAG, not as its ``deps``.
+    waits_for_arguments = True
+
     def __init__(self, func: Callable[P, R], options: dict[str, Any]) -> None:
         if not callable(func):
             raise TypeError(f"@evflow.step needs a function, not {type(func).__name__}")

@@ -24,6 +24,7 @@ from ._kinds import StepKindFactory as StepKindFactory
 from ._kinds import WorkflowKindService as WorkflowKindService
 from ._kinds import register_step_kind as register_step_kind
 from ._kinds import register_workflow_kind as register_workflow_kind
+from ._published import check_event_key as check_event_key
 from ._run import LiveRun as LiveRun
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowKindService",
     "call",
+    "check_event_key",
     "current_engine",
     "default_engine",
     "is_store_failure",

@@ -31,6 +31,7 @@ from ..stores._open import open_store
 from ._core import EngineCore, is_store_failure
 from ._dags import record_dag
 from ._history import fork_workflow, prune_workflows
+from ._published import get_event
 
 __all__ = ["Engine", "StatusFilter", "current_engine", "default_engine"]
 
@@ -257,6 +258,11 @@ class Engine:
                     await self.store.wait_for_events(workflow_id, state.last_seq)
             else:
                 await core.wait_change(workflow_id)
+
+    async def get_event(self, workflow_id: str, key: str, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - the contract's name; None at the timeout
+        """The value the workflow last published under ``key`` (``evflow.set_event``);
+        waits for one for at most ``timeout`` seconds, then returns None."""
+        return await get_event(self._core, workflow_id, key, timeout)
 
     async def resume(self, workflow_id: str) -> Any:
         """Re-run what has no checkpointed output and return the output (see ``resume_async``)."""

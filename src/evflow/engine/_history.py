@@ -20,6 +20,7 @@ from .._errors import StoreError, WorkflowNotFoundError, WorkflowRunningError
 from .._events import (
     FORMAT_VERSION,
     Event,
+    EventPublished,
     ForkOrigin,
     MetadataAttached,
     StepCopy,
@@ -104,9 +105,18 @@ def plan_fork(events: Sequence[Event], *, from_step: str | None = None, as_of: i
     cut = replay(prefix)
     first = prefix[0]
     assert isinstance(first, WorkflowStarted)
+    recorded = {
+        e.name
+        for e in prefix
+        if isinstance(e, StepFinished) and (e.output is not None or e.continuation_output is not None)
+    }
     copies: list[tuple[type[Event], dict[str, Any]]] = []
     copied: set[str] = set()
     for event in prefix:
+        if isinstance(event, EventPublished) and event.step in recorded:
+            # what a copied step published (set_event) stays published in the fork
+            copies.append((EventPublished, {"key": event.key, "value": event.value, "step": event.step}))
+            continue
         if not isinstance(event, StepFinished) or event.name in copied:
             continue
         if event.output is None and event.continuation_output is None:

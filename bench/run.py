@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py --peers dbos,ray     # also Ray Workflows (adds ~9 minutes)
     .venv/bin/python bench/run.py --skip-peers         # evflow and the fsync floor only
     .venv/bin/python bench/run.py --only a,b --runs 7  # some workloads
+    .venv/bin/python bench/run.py --compare 720da2a --only a,b   # REF vs the working tree, A B A B
 
 Every figure is the median and min-max of ``--runs`` runs (after an untimed warm-up).
 The peers run in their own virtual environments under ``bench/.venvs/`` (created on first
@@ -478,6 +479,12 @@ def main() -> None:
     parser.add_argument(
         "--no-info", action="store_true", help="skip the info figures (memory store, relaxed durability)"
     )
+    parser.add_argument(
+        "--compare",
+        metavar="REF",
+        help="run evflow's workloads at git REF and at the working tree in turns (A B A B ..., "
+        "--runs rounds) and print both medians and their ratios; no peers, no floor",
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be >= 1")
@@ -485,6 +492,16 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown workloads {sorted(unknown)}; known: {ALL}")
     os.makedirs(tmp_root(), exist_ok=True)
+    if args.compare:
+        from _compare import compare
+
+        suite = Suite(args)
+        only = ",".join(sorted(set(args.only.split(","))))
+        text = compare(args.compare, only, args.runs, suite.log_dir, suite.discarded, suite.log)
+        print(text)
+        (suite.out_dir / f"compare-{suite.stamp}.txt").write_text(text + "\n")
+        print(f"\nwritten: {suite.out_dir / f'compare-{suite.stamp}.txt'}", file=sys.stderr)
+        return
     info = machine()
     suite = Suite(args)
     t0 = time.monotonic()

@@ -123,7 +123,7 @@ async def test_a_deadline_survives_a_restart(kind: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("timeout", [0, -1, "soon", True])
-async def test_a_bad_timeout_is_refused_before_anything_is_written(timeout: object) -> None:
+async def test_a_bad_timeout_is_refused_before_anything_is_written(timeout: object) -> None:  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     async with evflow.Engine("memory://") as engine:
         with pytest.raises(ValueError):
             await gated.step("x").run_async("wf", timeout=timeout)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from evflow._events import EVENT_TYPES, ErrorInfo, Event, StepOptions, StepSpec
+from evflow._events import EVENT_TYPES, ErrorInfo, Event, ForkOrigin, StepCopy, StepOptions, StepSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -27,6 +27,8 @@ EXECUTED = [
     "docs/metadata.md",
     "docs/storage.md",
     "docs/otel.md",
+    "docs/web.md",
+    "docs/waiting.md",
     "docs/queues.md",
 ]
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -146,6 +148,8 @@ DOCUMENTED_STRUCTS: list[type[msgspec.Struct]] = [
     StepSpec,
     StepOptions,
     ErrorInfo,
+    ForkOrigin,
+    StepCopy,
 ]
 
 

@@ -30,6 +30,7 @@ PUBLIC = {
         "StoreError",
         "StoreLockedError",
         "WorkflowCancellationError",
+        "WorkflowDiff",
         "WorkflowExecutionError",
         "WorkflowHandle",
         "WorkflowNotFoundError",
@@ -41,18 +42,29 @@ PUBLIC = {
         "attach_metadata",
         "cancel",
         "delete",
+        "diff",
+        "fork",
         "get_actor",
+        "get_current_attempt",
+        "get_current_step_name",
+        "get_current_workflow_id",
+        "get_event",
         "get_metadata",
         "get_output",
         "get_status",
         "list_all",
+        "prune",
         "read_events",
         "replay",
         "resume",
         "resume_all",
         "resume_async",
+        "set_event",
+        "sleep",
+        "sleep_until",
         "step",
         "virtual_actor",
+        "wait",
     ],
     evflow.stores: ["FileStore", "MemoryStore", "PostgresStore", "Store"],
     evflow.events: [
@@ -62,12 +74,16 @@ PUBLIC = {
         "AnyEvent",
         "ErrorInfo",
         "Event",
+        "EventPublished",
+        "ForkOrigin",
         "MetadataAttached",
         "StepFailed",
         "StepFinished",
+        "StepCopy",
         "StepOptions",
         "StepSpec",
         "StepStarted",
+        "TimerStarted",
         "WorkflowCanceled",
         "WorkflowFailed",
         "WorkflowFinished",
@@ -103,7 +119,7 @@ def test_errors_share_one_root_and_mix_in_builtins() -> None:
 
 def test_engine_mirrors_every_module_level_function() -> None:
     mirrored = [
-        "cancel", "delete", "get_actor", "get_metadata", "get_output", "get_status",
+        "cancel", "delete", "get_actor", "get_event", "get_metadata", "get_output", "get_status",
         "list_all", "resume", "resume_all", "resume_async",
     ]  # fmt: skip
     for name in mirrored:
@@ -111,3 +127,10 @@ def test_engine_mirrors_every_module_level_function() -> None:
         assert inspect.iscoroutinefunction(getattr(evflow, name)), name
     assert inspect.iscoroutinefunction(evflow.Engine.run)
     assert inspect.iscoroutinefunction(evflow.Engine.run_async)
+
+
+def test_engine_mirrors_the_history_functions() -> None:
+    for name in ("fork", "prune"):
+        assert inspect.iscoroutinefunction(getattr(evflow.Engine, name)), name
+        assert inspect.iscoroutinefunction(getattr(evflow, name)), name
+    assert not inspect.iscoroutinefunction(evflow.diff)  # pure, like replay

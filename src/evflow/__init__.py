@@ -10,14 +10,23 @@ from ._api import WorkflowHandle as WorkflowHandle
 from ._api import attach_metadata as attach_metadata
 from ._api import cancel as cancel
 from ._api import delete as delete
+from ._api import fork as fork
 from ._api import get_actor as get_actor
+from ._api import get_current_attempt as get_current_attempt
+from ._api import get_current_step_name as get_current_step_name
+from ._api import get_current_workflow_id as get_current_workflow_id
+from ._api import get_event as get_event
 from ._api import get_metadata as get_metadata
 from ._api import get_output as get_output
 from ._api import get_status as get_status
 from ._api import list_all as list_all
+from ._api import prune as prune
 from ._api import resume as resume
 from ._api import resume_all as resume_all
 from ._api import resume_async as resume_async
+from ._api import set_event as set_event
+from ._diff import WorkflowDiff as WorkflowDiff
+from ._diff import diff as diff
 from ._errors import CorruptLogError as CorruptLogError
 from ._errors import DuplicateWorkflowError as DuplicateWorkflowError
 from ._errors import EvflowError as EvflowError
@@ -46,6 +55,9 @@ from .actors import virtual_actor as virtual_actor
 from .engine import Engine as Engine
 from .engine import Queue as Queue
 from .stores import Store as Store
+from .waiting import sleep as sleep
+from .waiting import sleep_until as sleep_until
+from .waiting import wait as wait
 
 __version__ = "0.1.0"
 
@@ -67,6 +79,7 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "WorkflowCancellationError",
+    "WorkflowDiff",
     "WorkflowExecutionError",
     "WorkflowHandle",
     "WorkflowNotFoundError",
@@ -78,16 +91,27 @@ __all__ = [
     "attach_metadata",
     "cancel",
     "delete",
+    "diff",
+    "fork",
     "get_actor",
+    "get_current_attempt",
+    "get_current_step_name",
+    "get_current_workflow_id",
+    "get_event",
     "get_metadata",
     "get_output",
     "get_status",
     "list_all",
+    "prune",
     "read_events",
     "replay",
     "resume",
     "resume_all",
     "resume_async",
+    "set_event",
+    "sleep",
+    "sleep_until",
     "step",
     "virtual_actor",
+    "wait",
 ]

@@ -22,12 +22,16 @@ __all__ = [
     "AnyEvent",
     "ErrorInfo",
     "Event",
+    "EventPublished",
+    "ForkOrigin",
     "MetadataAttached",
     "StepFailed",
     "StepFinished",
     "StepOptions",
     "StepSpec",
+    "StepCopy",
     "StepStarted",
+    "TimerStarted",
     "WorkflowCanceled",
     "WorkflowFailed",
     "WorkflowFinished",
@@ -35,9 +39,11 @@ __all__ = [
 ]
 
 #: Version of the log format written by this release. Readers accept every version up to it.
-FORMAT_VERSION = 1
+#: 2: durable time (the ``SLEEP`` step type, ``TimerStarted``), ``EventPublished``, the
+#: ``WAIT`` step type.
+FORMAT_VERSION = 2
 
-StepType: TypeAlias = Literal["FUNCTION", "ACTOR_METHOD"]
+StepType: TypeAlias = Literal["FUNCTION", "ACTOR_METHOD", "SLEEP", "WAIT"]
 
 # Every struct here is created with gc=False: the cyclic garbage collector does not track
 # them. They are frozen and hold only data (strings, numbers, bytes, JSON-like metadata,
@@ -84,6 +90,23 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, g
     traceback: str = ""
 
 
+class ForkOrigin(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Where a forked workflow comes from: the source workflow and the last of its events
+    the fork was made from (``evflow.fork``)."""
+
+    workflow_id: str
+    seq: int
+
+
+class StepCopy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """The stats of a step whose StepFinished a fork copied from its source: the copy
+    keeps them, as a resume keeps a checkpointed step's."""
+
+    start_time: float | None = None
+    end_time: float | None = None
+    attempt: int = 1
+
+
 class Event(
     msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type", tag=True, gc=False
 ):
@@ -100,6 +123,8 @@ class WorkflowStarted(Event, frozen=True):
     ``output``) and the workflow's user metadata. ``kind`` is ``"workflow"`` or
     ``"actor"``; an actor's first event also names its class and initial state.
     ``owner`` is the id of the engine that runs this run: while the log says RUNNING, the
+    workflow is RESUMABLE unless that engine is alive. A fork's first event names its
+    source in ``forked_from``.
     workflow is RESUMABLE unless that engine is alive.
 
     A first event with ``pending=True`` records the workflow ``PENDING`` (queued, not
@@ -119,6 +144,7 @@ class WorkflowStarted(Event, frozen=True):
     actor_state: bytes | None = None
     version: int = 1
     owner: str | None = None
+    forked_from: ForkOrigin | None = None
     pending: bool = False
     queue: str | None = None
     priority: int = 0
@@ -139,7 +165,8 @@ class StepFinished(Event, frozen=True):
     Exactly one of: ``output`` (the encoded value; absent when ``checkpoint=False``) or
     a continuation, ``continuation`` (the sub-DAG's specs, recorded in this same event)
     whose output node ``continuation_output`` gives this step its value. An actor's writer
-    step also records the actor's new ``actor_state``.
+    step also records the actor's new ``actor_state``. A fork's copy of its source's
+    StepFinished carries the source step's stats in ``copied``.
     """
 
     name: str
@@ -147,6 +174,7 @@ class StepFinished(Event, frozen=True):
     continuation: list[StepSpec] = []
     continuation_output: str | None = None
     actor_state: bytes | None = None
+    copied: StepCopy | None = None
 
 
 class StepFailed(Event, frozen=True):
@@ -192,6 +220,24 @@ class ActorCallSubmitted(Event, frozen=True):
     step: StepSpec
 
 
+class TimerStarted(Event, frozen=True):
+    """A durable timer of step ``name`` started: the step wakes at ``wake_time`` (epoch
+    seconds). Recorded once, when the step first starts; a resumed step waits only for
+    what is left of it."""
+
+    name: str
+    wake_time: float
+
+
+class EventPublished(Event, frozen=True):
+    """Running step ``step`` published ``value`` (an encoded value) under ``key``
+    (``evflow.set_event``); a later one with the same key replaces it."""
+
+    key: str
+    value: bytes
+    step: str | None = None
+
+
 AnyEvent: TypeAlias = (
     WorkflowStarted
     | StepStarted
@@ -202,6 +248,8 @@ AnyEvent: TypeAlias = (
     | WorkflowCanceled
     | MetadataAttached
     | ActorCallSubmitted
+    | TimerStarted
+    | EventPublished
 )
 
 #: Every event class by its tag (the ``type`` field of the encoded form).
@@ -217,5 +265,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         WorkflowCanceled,
         MetadataAttached,
         ActorCallSubmitted,
+        TimerStarted,
+        EventPublished,
     )
 }

@@ -22,11 +22,14 @@ from ._events import (
     ActorCallSubmitted,
     ErrorInfo,
     Event,
+    EventPublished,
+    ForkOrigin,
     MetadataAttached,
     StepFailed,
     StepFinished,
     StepSpec,
     StepStarted,
+    TimerStarted,
     WorkflowCanceled,
     WorkflowFailed,
     WorkflowFinished,
@@ -69,6 +72,8 @@ class StepStatus(StrEnum):
 
 
 _NO_CALLS: deque[str] = deque(maxlen=0)
+#: The shared empty ``published`` of every workflow that never published (never mutated).
+_NO_PUBLISHED: dict[str, EventPublished] = {}
 
 
 class StepState:
@@ -86,6 +91,7 @@ class StepState:
         "start_time",
         "status",
         "user_metadata",
+        "wake_time",
     )
 
     def __init__(self, spec: StepSpec, parent: str | None) -> None:
@@ -102,6 +108,8 @@ class StepState:
         self.output: bytes | None = None
         self.continuation_output: str | None = None
         self.error: ErrorInfo | None = None
+        #: When a durable timer of the step fires (``TimerStarted``); kept across resumes.
+        self.wake_time: float | None = None
 
     @property
     def name(self) -> str:
@@ -123,12 +131,14 @@ class WorkflowState:
         "error",
         "failed_step",
         "final_output",
+        "forked_from",
         "kind",
         "last_seq",
         "live",
         "output",
         "owner",
         "priority",
+        "published",
         "queue",
         "queued_time",
         "run_status",
@@ -165,6 +175,10 @@ class WorkflowState:
         #: Actor writer calls submitted and not yet finished, in submission order (a
         #: shared empty deque until the first call: plain workflows never have any).
         self.actor_calls: deque[str] = _NO_CALLS
+        #: The latest ``EventPublished`` of each key (``evflow.set_event``), in first-set order.
+        self.published: dict[str, EventPublished] = _NO_PUBLISHED
+        #: The source of a forked workflow (``evflow.fork``), from its first event.
+        self.forked_from: ForkOrigin | None = None
         #: Where the workflow waits or waited (None: the engine's own limit), if queued.
         self.queue: str | None = None
         self.priority = 0
@@ -234,6 +248,16 @@ class WorkflowState:
             "user_metadata": _copy_json(self.user_metadata),
             "stats": _stats(self.start_time, self.end_time),
         }
+        if self.forked_from is not None:
+            origin = self.forked_from
+            out["forked_from"] = {"workflow_id": origin.workflow_id, "seq": origin.seq}
+        if self.published:
+            # Where and when each key was last set; the values are read with get_event
+            # (they may be any encoded value, not JSON).
+            out["published"] = {
+                key: {"seq": e.seq, "time": e.time, **({"step": e.step} if e.step is not None else {})}
+                for key, e in self.published.items()
+            }
         if self.queued_time is not None:
             out["queue"] = self.queue
             out["stats"]["queued_time"] = self.queued_time
@@ -257,7 +281,7 @@ class WorkflowState:
                 "checkpoint": opts.checkpoint,
             },
             "user_metadata": _copy_json(step.user_metadata),
-            "stats": _stats(step.start_time, step.end_time),
+            "stats": _step_stats(step),
         }
 
     # -- folding helpers -------------------------------------------------------------------
@@ -289,6 +313,14 @@ def _stats(start_time: float | None, end_time: float | None) -> dict[str, float]
         stats["start_time"] = start_time
     if end_time is not None:
         stats["end_time"] = end_time
+    return stats
+
+
+def _step_stats(step: StepState) -> dict[str, float]:
+    """A step's ``stats``: its times, and a waiting step's ``wake_time`` once recorded."""
+    stats = _stats(step.start_time, step.end_time)
+    if step.wake_time is not None:
+        stats["wake_time"] = step.wake_time
     return stats
 
 
@@ -367,6 +399,11 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
             state._register(event.continuation, event.name)
         if event.actor_state is not None:
             state.actor_state = event.actor_state
+        if event.copied is not None:  # a fork's copy keeps the source step's stats
+            step.start_time = event.copied.start_time
+            if event.copied.end_time is not None:
+                step.end_time = event.copied.end_time
+            step.attempt = event.copied.attempt
     elif isinstance(event, StepFailed):
         step = state.step(event.name)
         step.attempt = event.attempt
@@ -411,6 +448,12 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
             state.actor_calls = deque()
         state._register([event.step], None)
         state.actor_calls.append(event.step.name)
+    elif isinstance(event, TimerStarted):
+        state.step(event.name).wake_time = event.wake_time
+    elif isinstance(event, EventPublished):
+        if state.published is _NO_PUBLISHED:
+            state.published = {}
+        state.published[event.key] = event
     else:  # pragma: no cover - every member of the union is handled above
         raise ValueError(f"unknown event type {type(event).__name__}")
     return state
@@ -432,6 +475,7 @@ def _apply_started(state: WorkflowState, event: WorkflowStarted) -> None:
         state.output = event.output
         state.actor_class = event.actor_class
         state.actor_state = event.actor_state
+        state.forked_from = event.forked_from
         state._register(event.steps, None)
         state.deadline = event.deadline
         if event.pending:

@@ -196,6 +196,11 @@ def resolve_step_function(path: str, *, allow_import: bool) -> Callable[..., Any
 class StepFunction(Generic[P, R]):
     """A function decorated with ``@evflow.step``: call ``.step(...)`` to get a node."""
 
+    #: Whether the nodes among a node's arguments are its dependencies (it runs after
+    #: them, with their values). False for a node whose step kind runs them itself
+    #: (``evflow.wait``): they are recorded with the DAG, not as its ``deps``.
+    waits_for_arguments = True
+
     def __init__(self, func: Callable[P, R], options: dict[str, Any]) -> None:
         if not callable(func):
             raise TypeError(f"@evflow.step needs a function, not {type(func).__name__}")
@@ -271,7 +276,7 @@ class Node:
         workflow_id: str | None = None,
         *,
         metadata: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> Any:
         """Run this DAG as a workflow to the end and return its output.
 
@@ -286,7 +291,7 @@ class Node:
         workflow_id: str | None = None,
         *,
         metadata: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> WorkflowHandle:
         """Start this DAG as a workflow; returns a handle once it is durably recorded."""
         return await current_runner().run_async(self, workflow_id, metadata=metadata, timeout=timeout)

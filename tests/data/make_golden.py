@@ -44,7 +44,18 @@ from evflow.stores import FileStore
 HERE = Path(__file__).resolve().parent
 
 #: Workflow ids, in the order they are written.
-SCENARIOS = ["dag-with-continuation", "failed-then-resumed", "canceled", "attached-metadata", "actor"]
+SCENARIOS = [
+    "dag-with-continuation",
+    "failed-then-resumed",
+    "canceled",
+    "attached-metadata",
+    "actor",
+    # format 2: durable time
+    "slept",
+    "sleep-interrupted",
+    "published",
+    "waited",
+]
 
 _flaky_fails = True
 #: Set by ``wait_forever`` once it runs, so that the scenario cancels a running step.
@@ -119,6 +130,36 @@ async def annotate_async(n: int) -> int:
     return n + 1
 
 
+@evflow.step(name="wake")
+def wake(slept: None, until: None) -> str:
+    return f"woke after {slept} and {until}"
+
+
+@evflow.step(name="nap_again")
+def nap_again() -> evflow.Node:
+    return evflow.sleep(0.01)
+
+
+@evflow.step(name="report")
+def report(n: int) -> int:
+    for done in range(1, n + 1):
+        evflow.set_event("progress", {"done": done, "of": n})
+    evflow.set_event("summary", ("rows", n))
+    return n
+
+
+@evflow.step(name="pause")
+async def pause(label: str, seconds: float) -> str:
+    await anyio.sleep(seconds)
+    return label
+
+
+@evflow.step(name="rest")
+def rest(first: Any) -> Any:
+    _ready, pending = first
+    return evflow.wait(pending, num_returns=len(pending), timeout=30, name="rest_wait")
+
+
 @evflow.virtual_actor
 class Counter:
     def __init__(self, start: int = 0) -> None:
@@ -150,14 +191,29 @@ async def first_session(engine: evflow.Engine) -> None:
     await _waiting.wait()
     await handle.cancel()
 
+    past = time.time() - 60
+    slept = wake.step(evflow.sleep(0.05, name="nap", metadata={"why": "golden"}), evflow.sleep_until(past))
+    await engine.run(slept, "slept")
+
+    await engine.run_async(wake.step(evflow.sleep(0.2), nap_again.step()), "sleep-interrupted")
+    while "wake_time" not in (await engine.get_metadata("sleep-interrupted", "sleep"))["stats"]:
+        await anyio.sleep(0.01)
+    # the engine closes mid-sleep: RESUMABLE, resumed in the second session
+
 
 async def second_session(engine: evflow.Engine) -> None:
     """A later process: resumes the failed workflow, runs the rest."""
     global _flaky_fails
     _flaky_fails = False
     await engine.resume("failed-then-resumed")
+    await engine.resume("sleep-interrupted")  # waits only for what is left of its sleep
 
     await engine.run(annotate_async.step(annotate.step(3)), "attached-metadata", metadata={"kind": "attach"})
+
+    await engine.run(report.step(2), "published")
+
+    first = evflow.wait([pause.step("slow", 0.1), pause.step("quick", 0.01), pause.step("mid", 0.05)])
+    await engine.run(rest.step(first), "waited")
 
     counter = await Counter.get_or_create("actor", 10)  # type: ignore[attr-defined]
     await counter.incr.options(name="incr", metadata={"k": "v"}).run(5)

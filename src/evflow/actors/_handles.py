@@ -143,7 +143,7 @@ class ActorCallHandle(WorkflowHandle):
     def __repr__(self) -> str:
         return f"<ActorCallHandle {self.workflow_id!r} {self.name!r}>"
 
-    async def result(self, timeout: float | None = None) -> Any:
+    async def result(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - the contract's name (SPEC section 9)
         """Wait until the call's outcome is recorded; return its value (raises as ``run``).
 
         ``timeout``: seconds to wait at most, then ``TimeoutError`` (the call goes on).

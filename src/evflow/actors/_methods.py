@@ -237,7 +237,7 @@ class ActorMethodNode(Node):
         workflow_id: str | None = None,
         *,
         metadata: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> Any:
         raise TypeError(_NODE_RUN_MESSAGE)
 
@@ -246,7 +246,7 @@ class ActorMethodNode(Node):
         workflow_id: str | None = None,
         *,
         metadata: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> WorkflowHandle:
         raise TypeError(_NODE_RUN_MESSAGE)
 

@@ -16,10 +16,12 @@ from .._errors import CorruptLogError, EvflowError, LogFoldError
 from .._events import (
     ActorCallSubmitted,
     AnyEvent,
+    EventPublished,
     MetadataAttached,
     StepFailed,
     StepFinished,
     StepStarted,
+    TimerStarted,
     WorkflowFailed,
     WorkflowFinished,
     WorkflowStarted,
@@ -145,6 +147,11 @@ def print_workflow(state: WorkflowState, metadata: dict[str, Any], last_seq: int
         ["duration", fmt_duration(stats.get("start_time"), stats.get("end_time"))],
         ["metadata", fmt_json(metadata["user_metadata"])],
     ]
+    if state.published:
+        rows.append(["published", ", ".join(state.published)])
+    if state.forked_from is not None:
+        origin = state.forked_from
+        rows.append(["forked from", f"{quote_id(origin.workflow_id)} at seq {origin.seq}"])
     if state.error is not None and state.run_status is WorkflowStatus.FAILED:
         where = f" (at step {state.failed_step})" if state.failed_step else ""
         rows.append(["error", error_text(state.error) + where])
@@ -200,6 +207,7 @@ def print_step(state: WorkflowState, step: StepState, metadata: dict[str, Any]) 
         ["ended", fmt_time(stats.get("end_time"))],
         ["duration", fmt_duration(stats.get("start_time"), stats.get("end_time"))],
         ["attempts", str(step.attempt)],
+        *([["wakes", fmt_time(stats["wake_time"])]] if "wake_time" in stats else []),
         ["options", " ".join(f"{key}={options[key]}" for key in shown)],
         ["metadata", fmt_json(metadata["user_metadata"])],
         ["depends on", ", ".join(step.spec.deps) or "-"],
@@ -269,6 +277,10 @@ def describe_event(event: AnyEvent) -> str:
         return f"{event.step or '(workflow)'} {fmt_json(event.metadata)}"
     if isinstance(event, ActorCallSubmitted):
         return f"{event.step.name} ({event.step.func})"
+    if isinstance(event, TimerStarted):
+        return f"{event.name} wakes at {fmt_time(event.wake_time)}"
+    if isinstance(event, EventPublished):
+        return f"{event.key} = {value_preview(event.value)}" + (f" (by {event.step})" if event.step else "")
     return ""
 
 

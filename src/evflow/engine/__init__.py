@@ -16,6 +16,7 @@ from ._core import is_store_failure as is_store_failure
 from ._engine import Engine as Engine
 from ._engine import StatusFilter as StatusFilter
 from ._engine import current_engine as current_engine
+from ._engine import default_engine as default_engine
 from ._execution import Execution as Execution
 from ._kinds import PreparedStep as PreparedStep
 from ._kinds import StepKind as StepKind
@@ -23,6 +24,7 @@ from ._kinds import StepKindFactory as StepKindFactory
 from ._kinds import WorkflowKindService as WorkflowKindService
 from ._kinds import register_step_kind as register_step_kind
 from ._kinds import register_workflow_kind as register_workflow_kind
+from ._published import check_event_key as check_event_key
 from ._queues import Queue as Queue
 from ._run import LiveRun as LiveRun
 
@@ -42,7 +44,9 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowKindService",
     "call",
+    "check_event_key",
     "current_engine",
+    "default_engine",
     "is_store_failure",
     "register_step_kind",
     "register_workflow_kind",

@@ -42,11 +42,13 @@ async def run_step(core: EngineCore, execution: Execution, name: str) -> list[st
     except Exception as exc:
         fail_unstartable(core, execution, name, exc)
         return []
-    _context.current_step.set(_context.StepContext(core, state.workflow_id, name))
+    context = _context.StepContext(core, state.workflow_id, name)
+    _context.current_step.set(context)
     lock = step.lock
     attempt = 0
     while True:
         attempt += 1
+        context.attempt = attempt
         if lock is not None:
             await lock.acquire()
         try:

@@ -40,6 +40,7 @@ from .._errors import (
 from .._events import (
     ErrorInfo,
     Event,
+    EventPublished,
     MetadataAttached,
     WorkflowCanceled,
     WorkflowFailed,
@@ -457,6 +458,10 @@ class EngineCore:
     def attach_metadata_nowait(self, workflow_id: str, step: str | None, metadata: dict[str, Any]) -> None:
         """Merge validated user metadata into a running step (or the workflow)."""
         self.emit(self.state(workflow_id), (MetadataAttached, {"metadata": metadata, "step": step}))
+
+    def publish_nowait(self, workflow_id: str, step: str | None, key: str, value: bytes) -> None:
+        """Record an encoded value a running step published under ``key`` (``set_event``)."""
+        self.emit(self.state(workflow_id), (EventPublished, {"key": key, "value": value, "step": step}))
 
     # -- runs ------------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .._codec import encode_value
+from .._codec import Ref, encode_value
 from .._events import StepOptions, StepSpec
 from .._projection import WorkflowState, allocate_names
 from .._step import Node, iter_nodes, step_spec
@@ -44,10 +44,37 @@ def record_dag(state: WorkflowState | None, root: Node, *, allow_pickle: bool) -
             refs=refs,
             what=f"the arguments of step {name!r}",
         )
-        deps = list(dict.fromkeys(name_of[id(c)] for c in (*iter_nodes(node.args), *iter_nodes(node.kwargs))))
+        recorded = _recorded_refs(state, (node.args, node.kwargs), name)
         function = node.function
+        if function.waits_for_arguments:
+            children = (*iter_nodes(node.args), *iter_nodes(node.kwargs))
+            deps = list(dict.fromkeys([*(name_of[id(c)] for c in children), *recorded]))
+        else:
+            deps = []
         specs.append(step_spec(name, function.path, args, function.effective_options(), deps))
     return specs, names[0]
+
+
+def _recorded_refs(state: WorkflowState | None, value: Any, where: str) -> list[str]:
+    """Names of the already-recorded steps that ``Ref`` values inside ``value`` refer to
+    (the pending nodes ``evflow.wait`` gives back); ``ValueError`` for an unknown one."""
+    found: list[str] = []
+    work = [value]
+    while work:
+        item = work.pop()
+        t = type(item)
+        if t is Ref:
+            if state is None or item.name not in state.steps:
+                raise ValueError(
+                    f"step {where!r} refers to step {item.name!r}, which this workflow has not "
+                    "recorded (a pending node of evflow.wait is only meaningful in its own workflow)"
+                )
+            found.append(item.name)
+        elif t is list or t is tuple:
+            work.extend(reversed(item))
+        elif t is dict:
+            work.extend(reversed(list(item.values())))
+    return found
 
 
 def step_fields(execution: Execution, name: str, opts: StepOptions, result: Any) -> dict[str, Any]:

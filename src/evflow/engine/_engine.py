@@ -6,7 +6,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -30,9 +31,11 @@ from ..stores import Store
 from ..stores._open import open_store
 from ._core import EngineCore, is_store_failure
 from ._dags import record_dag
+from ._history import fork_workflow, prune_workflows
+from ._published import get_event
 from ._queues import Queue, QueueRunner, deadline_after
 
-__all__ = ["Engine", "StatusFilter", "current_engine"]
+__all__ = ["Engine", "StatusFilter", "current_engine", "default_engine"]
 
 S = TypeVar("S")
 
@@ -141,7 +144,7 @@ class Engine:
         workflow_id: str | None = None,
         *,
         metadata: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> Any:
         """Run a DAG as a workflow to the end and return its output (see ``Node.run``)."""
         handle = await self.run_async(node, workflow_id, metadata=metadata, timeout=timeout)
@@ -153,7 +156,7 @@ class Engine:
         workflow_id: str | None = None,
         *,
         metadata: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> WorkflowHandle:
         """Start a DAG as a workflow; return its handle once it is durably recorded.
 
@@ -210,7 +213,7 @@ class Engine:
         metadata: dict[str, Any] | None = None,
         priority: int = 0,
         dedup_id: str | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> WorkflowHandle:
         """Record the DAG as a PENDING workflow of ``queue`` (see ``Queue.enqueue``)."""
         if not isinstance(queue, Queue):
@@ -271,7 +274,11 @@ class Engine:
         return out
 
     async def get_output(
-        self, workflow_id: str, *, name: str | None = None, timeout: float | None = None
+        self,
+        workflow_id: str,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> Any:
         """Wait for the workflow (or its step ``name``) to end and return its value.
 
@@ -329,6 +336,11 @@ class Engine:
                     await self.store.wait_for_events(workflow_id, state.last_seq)
             else:
                 await core.wait_change(workflow_id)
+
+    async def get_event(self, workflow_id: str, key: str, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - the contract's name; None at the timeout
+        """The value the workflow last published under ``key`` (``evflow.set_event``);
+        waits for one for at most ``timeout`` seconds, then returns None."""
+        return await get_event(self._core, workflow_id, key, timeout)
 
     async def resume(self, workflow_id: str) -> Any:
         """Re-run what has no checkpointed output and return the output (see ``resume_async``)."""
@@ -449,6 +461,39 @@ class Engine:
         await self.store.delete(workflow_id)
         core.forget(workflow_id)
 
+    # -- history (SPEC section 11, docs/history.md) --------------------------------------------
+
+    async def fork(
+        self,
+        workflow_id: str,
+        new_workflow_id: str | None = None,
+        *,
+        from_step: str | None = None,
+        as_of: int | None = None,
+    ) -> WorkflowHandle:
+        """Start a new workflow from the recorded DAG of ``workflow_id`` and the outputs its
+        steps checkpointed before ``from_step`` started (or up to event ``as_of``); those
+        never run again, the rest runs on the current code. Returns the fork's handle.
+
+        The source is unchanged; ``get_metadata(fork)["forked_from"]`` names it. Raises
+        ``WorkflowNotFoundError``, ``StepNotFoundError``, or ``ValueError`` (``as_of``
+        outside the log, a virtual actor, an existing ``new_workflow_id``) before writing.
+        """
+        return await fork_workflow(self._core, workflow_id, new_workflow_id, from_step=from_step, as_of=as_of)
+
+    async def prune(
+        self,
+        older_than: float,
+        statuses: Iterable[WorkflowStatus | str] | WorkflowStatus | str = ("SUCCESSFUL",),
+    ) -> int:
+        """Delete the finished workflows with one of ``statuses`` (SUCCESSFUL, FAILED,
+        CANCELED) that ended more than ``older_than`` seconds ago; return how many.
+
+        Never a running, resumable or pending workflow, nor a virtual actor; each is removed
+        as ``delete`` removes it (durably, whole or not at all).
+        """
+        return len(await prune_workflows(self._core, self.delete, older_than=older_than, statuses=statuses))
+
     async def get_actor(self, actor_id: str) -> Any:
         """A handle on an existing virtual actor; raises ``WorkflowNotFoundError``, or
         ``TypeError`` when the workflow is not an actor."""
@@ -483,3 +528,19 @@ def current_engine() -> Engine:
     engine = _context.current_runner()
     assert isinstance(engine, Engine)  # only an Engine installs itself as current
     return engine
+
+
+@contextmanager
+def default_engine(engine: Engine) -> Iterator[Engine]:
+    """Make ``engine`` the default engine while the block runs.
+
+    Module-level calls whose context carries no engine of its own (the request handlers of
+    a web app: a server runs them in tasks that never saw the block that opened the engine)
+    resolve to it, even when other engines are open too. The enclosing ``async with
+    Engine(...)`` block of a caller still comes first. Nested defaults: the innermost wins.
+    """
+    _context.default_engines.append(engine)
+    try:
+        yield engine
+    finally:
+        _context.default_engines.remove(engine)

@@ -35,6 +35,7 @@ class Execution:
         "dependents",
         "failure",
         "run",
+        "spawned",
         "state",
         "tg",
         "waiting",
@@ -51,6 +52,9 @@ class Execution:
         self.cont_parents: dict[str, list[str]] = {}
         #: The first step that failed for good: (name, exception, recorded error).
         self.failure: tuple[str, BaseException, ErrorInfo] | None = None
+        #: A step kind started steps that nothing else demanded (``spawn``): they may
+        #: still run when the output is known, and are then stopped.
+        self.spawned = False
 
     def value_known(self, name: str) -> bool:
         """Whether step ``name``'s value is known (recorded, or kept by this run)."""
@@ -100,10 +104,30 @@ class Execution:
         runnable = self.demand(self.state.output)
         if not check_startable(self.core, self, [*runnable, *self.waiting]):
             return
-        while len(runnable) == 1:  # one step at a time: in this task, no other
+        while len(runnable) == 1 and not self._starts_steps(runnable[0]):
+            # one step at a time: in this task, no other
             runnable = await run_step(self.core, self, runnable[0])
         if runnable:
             await self.run_concurrently(runnable)
+
+    def _starts_steps(self, name: str) -> bool:
+        """Whether step ``name``'s kind starts other steps of this execution while it runs
+        (``spawn``), which needs the task group."""
+        try:
+            kind = self.core.step_kind(self.state.steps[name].spec.options.step_type)
+        except LookupError:
+            return False  # run_step records why it cannot start
+        return bool(getattr(kind, "starts_steps", False))
+
+    def spawn(self, name: str) -> None:
+        """Make sure step ``name``'s value gets known, starting what it needs now in this
+        execution's task group, without waiting for it (for a kind whose ``starts_steps``
+        is true, from inside its attempt). A step already demanded is not started again.
+        Steps still running when the output's value is known are stopped then."""
+        runnable = self.demand(name)
+        if runnable:
+            self.spawned = True
+            self.start(runnable)
 
     async def run_concurrently(self, names: list[str]) -> None:
         """Run steps ``names`` and all the steps they make runnable, in a task group of
@@ -121,6 +145,9 @@ class Execution:
         next_name: str | None = name
         while next_name is not None:
             runnable = await run_step(self.core, self, next_name)
+            if self.spawned and self.tg is not None and self.value_known(self.state.output or ""):
+                self.tg.cancel_scope.cancel()  # only spawned steps nothing needs may be left
+                return
             if not runnable:
                 return
             self.start(runnable[1:])

@@ -65,7 +65,12 @@ class PreparedStep(Protocol):
 
 
 class StepKind(Protocol):
-    """Runs the steps of one ``step_type`` in one engine."""
+    """Runs the steps of one ``step_type`` in one engine.
+
+    A kind whose steps start other steps of their execution while they run
+    (``Execution.spawn``, as ``evflow.wait`` does) says so with a class attribute
+    ``starts_steps = True``: such a step always runs in the execution's task group.
+    """
 
     def check(self, spec: StepSpec) -> None:
         """Raise ``ImportError`` if step ``spec``'s code cannot be found or is not allowed

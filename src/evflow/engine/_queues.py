@@ -88,7 +88,7 @@ class QueueHost(Protocol):
         metadata: dict[str, Any] | None = None,
         priority: int = 0,
         dedup_id: str | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> WorkflowHandle: ...
 
     async def resume_async(self, workflow_id: str) -> WorkflowHandle: ...
@@ -142,7 +142,7 @@ class Queue:
         metadata: dict[str, Any] | None = None,
         priority: int = 0,
         dedup_id: str | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> WorkflowHandle:
         """Record the DAG as a PENDING workflow of this queue; its handle once durable.
 

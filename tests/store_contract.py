@@ -377,3 +377,33 @@ class StoreContract:
             assert not any(isinstance(v, CorruptLogError) for v in everything.values())
             assert everything["a"] == await store.read("a")
             assert everything["b"] == await store.read("b")
+
+    # -- named locks (queues claim under them) -------------------------------------------------
+
+    @pytest.mark.anyio
+    async def test_a_named_lock_is_held_by_one_holder_at_a_time(self, tmp_path: Path) -> None:
+        inside: list[str] = []
+        overlaps: list[tuple[str, ...]] = []
+
+        async def hold(store: Store, name: str, who: str) -> None:
+            async with store.lock(name):
+                inside.append(who)
+                if len([w for w in inside if w.startswith(name)]) > 1:
+                    overlaps.append(tuple(inside))
+                await anyio.sleep(0.01)
+                inside.remove(who)
+
+        async with self.running(tmp_path) as store:
+            async with anyio.create_task_group() as tg:
+                for i in range(6):
+                    tg.start_soon(hold, store, "q1", f"q1-{i}")
+                    tg.start_soon(hold, store, "q2", f"q2-{i}")
+            assert overlaps == []
+            async with store.lock("q1"):  # free again, and a block that raises releases it
+                pass
+            with pytest.raises(KeyError):
+                async with store.lock("q1"):
+                    raise KeyError("x")
+            with anyio.fail_after(10):
+                async with store.lock("q1"):
+                    pass

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from evflow._events import EVENT_TYPES, ErrorInfo, Event, StepOptions, StepSpec
+from evflow._events import EVENT_TYPES, ErrorInfo, Event, ForkOrigin, StepCopy, StepOptions, StepSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -29,6 +29,7 @@ EXECUTED = [
     "docs/otel.md",
     "docs/web.md",
     "docs/waiting.md",
+    "docs/queues.md",
 ]
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
@@ -147,6 +148,8 @@ DOCUMENTED_STRUCTS: list[type[msgspec.Struct]] = [
     StepSpec,
     StepOptions,
     ErrorInfo,
+    ForkOrigin,
+    StepCopy,
 ]
 
 

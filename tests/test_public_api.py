@@ -14,10 +14,13 @@ import evflow.stores
 PUBLIC = {
     evflow: [
         "CorruptLogError",
+        "DuplicateWorkflowError",
         "Engine",
         "EventListener",
         "EvflowError",
         "NoEngineError",
+        "Queue",
+        "QueueFullError",
         "Node",
         "SequenceConflictError",
         "StepError",
@@ -28,6 +31,7 @@ PUBLIC = {
         "StoreError",
         "StoreLockedError",
         "WorkflowCancellationError",
+        "WorkflowDiff",
         "WorkflowExecutionError",
         "WorkflowHandle",
         "WorkflowNotFoundError",
@@ -35,9 +39,12 @@ PUBLIC = {
         "WorkflowRunningError",
         "WorkflowState",
         "WorkflowStatus",
+        "WorkflowTimeoutError",
         "attach_metadata",
         "cancel",
         "delete",
+        "diff",
+        "fork",
         "get_actor",
         "get_current_attempt",
         "get_current_step_name",
@@ -47,6 +54,7 @@ PUBLIC = {
         "get_output",
         "get_status",
         "list_all",
+        "prune",
         "read_events",
         "replay",
         "resume",
@@ -70,10 +78,12 @@ PUBLIC = {
         "ErrorInfo",
         "Event",
         "EventPublished",
+        "ForkOrigin",
         "MessageReceived",
         "MetadataAttached",
         "StepFailed",
         "StepFinished",
+        "StepCopy",
         "StepOptions",
         "StepSpec",
         "StepStarted",
@@ -121,3 +131,10 @@ def test_engine_mirrors_every_module_level_function() -> None:
         assert inspect.iscoroutinefunction(getattr(evflow, name)), name
     assert inspect.iscoroutinefunction(evflow.Engine.run)
     assert inspect.iscoroutinefunction(evflow.Engine.run_async)
+
+
+def test_engine_mirrors_the_history_functions() -> None:
+    for name in ("fork", "prune"):
+        assert inspect.iscoroutinefunction(getattr(evflow.Engine, name)), name
+        assert inspect.iscoroutinefunction(getattr(evflow, name)), name
+    assert not inspect.iscoroutinefunction(evflow.diff)  # pure, like replay

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ._codec import encode_value
@@ -15,6 +16,7 @@ __all__ = [
     "attach_metadata",
     "cancel",
     "delete",
+    "fork",
     "get_actor",
     "get_current_attempt",
     "get_current_step_name",
@@ -24,6 +26,7 @@ __all__ = [
     "get_output",
     "get_status",
     "list_all",
+    "prune",
     "resume",
     "resume_all",
     "resume_async",
@@ -32,9 +35,10 @@ __all__ = [
 ]
 
 
-async def get_output(workflow_id: str, *, name: str | None = None) -> Any:
-    """Wait for the workflow (or its step ``name``) to end and return its value."""
-    return await current_engine().get_output(workflow_id, name=name)
+async def get_output(workflow_id: str, *, name: str | None = None, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - the contract's name (SPEC section 9)
+    """Wait for the workflow (or its step ``name``) to end and return its value; with
+    ``timeout``, ``TimeoutError`` after that many seconds (the workflow goes on)."""
+    return await current_engine().get_output(workflow_id, name=name, timeout=timeout)
 
 
 async def get_status(workflow_id: str) -> WorkflowStatus:
@@ -75,6 +79,26 @@ async def cancel(workflow_id: str) -> None:
 async def delete(workflow_id: str) -> None:
     """Delete the workflow and its log."""
     await current_engine().delete(workflow_id)
+
+
+async def fork(
+    workflow_id: str,
+    new_workflow_id: str | None = None,
+    *,
+    from_step: str | None = None,
+    as_of: int | None = None,
+) -> WorkflowHandle:
+    """Fork the workflow from ``from_step`` (or event ``as_of``): a new workflow reusing the
+    outputs checkpointed before that point; returns its handle (see ``Engine.fork``)."""
+    return await current_engine().fork(workflow_id, new_workflow_id, from_step=from_step, as_of=as_of)
+
+
+async def prune(
+    older_than: float,
+    statuses: Iterable[WorkflowStatus | str] | WorkflowStatus | str = ("SUCCESSFUL",),
+) -> int:
+    """Delete finished workflows that ended more than ``older_than`` seconds ago; the count."""
+    return await current_engine().prune(older_than, statuses)
 
 
 async def get_actor(actor_id: str) -> Any:

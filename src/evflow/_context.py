@@ -35,11 +35,21 @@ class NodeRunner(Protocol):
     def is_open(self) -> bool: ...
 
     async def run(
-        self, node: Any, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
+        self,
+        node: Any,
+        workflow_id: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> Any: ...
 
     async def run_async(
-        self, node: Any, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
+        self,
+        node: Any,
+        workflow_id: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> WorkflowHandle: ...
 
 

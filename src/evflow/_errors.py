@@ -7,6 +7,9 @@
     ├── StepNotFoundError (LookupError)
     ├── WorkflowExecutionError         the step's exception (or the StoreError) is its __cause__
     ├── WorkflowCancellationError
+    │   └── WorkflowTimeoutError (TimeoutError)   its ``timeout=`` deadline passed
+    ├── DuplicateWorkflowError         a queue's ``dedup_id`` is held by a live workflow
+    ├── QueueFullError                 ``max_pending_workflows`` workflows already wait
     ├── WorkflowRunningError
     ├── WorkflowNotRunningError
     ├── NoEngineError (RuntimeError)
@@ -25,9 +28,11 @@ from __future__ import annotations
 __all__ = [
     "BadExportError",
     "CorruptLogError",
+    "DuplicateWorkflowError",
     "EvflowError",
     "LogFoldError",
     "NoEngineError",
+    "QueueFullError",
     "SequenceConflictError",
     "StepError",
     "StepNotFoundError",
@@ -39,6 +44,7 @@ __all__ = [
     "WorkflowNotFoundError",
     "WorkflowNotRunningError",
     "WorkflowRunningError",
+    "WorkflowTimeoutError",
 ]
 
 
@@ -84,6 +90,40 @@ class WorkflowCancellationError(EvflowError):
     def __init__(self, workflow_id: str) -> None:
         super().__init__(f"workflow {workflow_id!r} was canceled")
         self.workflow_id = workflow_id
+
+
+class WorkflowTimeoutError(WorkflowCancellationError, TimeoutError):
+    """The workflow was canceled because its ``timeout=`` deadline passed."""
+
+    def __init__(self, workflow_id: str, deadline: float) -> None:
+        EvflowError.__init__(self, f"workflow {workflow_id!r} was canceled: its deadline {deadline} passed")
+        self.workflow_id = workflow_id
+        self.deadline = deadline
+
+
+class DuplicateWorkflowError(EvflowError):
+    """A pending or running workflow of the queue already holds this ``dedup_id``."""
+
+    def __init__(self, queue: str, dedup_id: str, holder: str) -> None:
+        super().__init__(
+            f"queue {queue!r}: dedup_id {dedup_id!r} is held by workflow {holder!r}, "
+            "which is pending or running; nothing was recorded"
+        )
+        self.queue = queue
+        self.dedup_id = dedup_id
+        self.workflow_id = holder
+
+
+class QueueFullError(EvflowError):
+    """``max_pending_workflows`` workflows already wait in this engine; nothing was recorded."""
+
+    def __init__(self, workflow_id: str, limit: int) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} not recorded: {limit} workflows are already pending "
+            "(max_pending_workflows); retry later or raise the limit"
+        )
+        self.workflow_id = workflow_id
+        self.limit = limit
 
 
 class WorkflowRunningError(EvflowError):

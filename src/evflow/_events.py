@@ -23,12 +23,14 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventPublished",
+    "ForkOrigin",
     "MessageReceived",
     "MetadataAttached",
     "StepFailed",
     "StepFinished",
     "StepOptions",
     "StepSpec",
+    "StepCopy",
     "StepStarted",
     "TimerStarted",
     "WorkflowCanceled",
@@ -90,6 +92,23 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, g
     traceback: str = ""
 
 
+class ForkOrigin(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Where a forked workflow comes from: the source workflow and the last of its events
+    the fork was made from (``evflow.fork``)."""
+
+    workflow_id: str
+    seq: int
+
+
+class StepCopy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """The stats of a step whose StepFinished a fork copied from its source: the copy
+    keeps them, as a resume keeps a checkpointed step's."""
+
+    start_time: float | None = None
+    end_time: float | None = None
+    attempt: int = 1
+
+
 class Event(
     msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type", tag=True, gc=False
 ):
@@ -106,7 +125,15 @@ class WorkflowStarted(Event, frozen=True):
     ``output``) and the workflow's user metadata. ``kind`` is ``"workflow"`` or
     ``"actor"``; an actor's first event also names its class and initial state.
     ``owner`` is the id of the engine that runs this run: while the log says RUNNING, the
+    workflow is RESUMABLE unless that engine is alive. A fork's first event names its
+    source in ``forked_from``.
     workflow is RESUMABLE unless that engine is alive.
+
+    A first event with ``pending=True`` records the workflow ``PENDING`` (queued, not
+    started; its ``owner`` is the engine that recorded it): the run starts with a later
+    ``WorkflowStarted(resume=True)``. ``queue`` (None: the engine's own limit),
+    ``priority`` and ``dedup_id`` say where it waits; ``deadline`` (epoch seconds, also
+    on a workflow that is not pending) is when it is canceled if it has not ended.
     """
 
     workflow_id: str
@@ -119,6 +146,12 @@ class WorkflowStarted(Event, frozen=True):
     actor_state: bytes | None = None
     version: int = 1
     owner: str | None = None
+    forked_from: ForkOrigin | None = None
+    pending: bool = False
+    queue: str | None = None
+    priority: int = 0
+    dedup_id: str | None = None
+    deadline: float | None = None
 
 
 class StepStarted(Event, frozen=True):
@@ -134,8 +167,10 @@ class StepFinished(Event, frozen=True):
     Exactly one of: ``output`` (the encoded value; absent when ``checkpoint=False``) or
     a continuation, ``continuation`` (the sub-DAG's specs, recorded in this same event)
     whose output node ``continuation_output`` gives this step its value. An actor's writer
-    step also records the actor's new ``actor_state``. An ``EVENT`` step that took a
-    message records its ``seq`` as ``consumed``: the message is consumed with this event.
+    step also records the actor's new ``actor_state``. A fork's copy of its source's
+    StepFinished carries the source step's stats in ``copied``. An ``EVENT`` step that
+    took a message records its ``seq`` as ``consumed``: the message is consumed with
+    this event.
     """
 
     name: str
@@ -143,6 +178,7 @@ class StepFinished(Event, frozen=True):
     continuation: list[StepSpec] = []
     continuation_output: str | None = None
     actor_state: bytes | None = None
+    copied: StepCopy | None = None
     consumed: int | None = None
 
 

@@ -13,7 +13,13 @@ __all__ = ["WorkflowControl", "WorkflowHandle"]
 class WorkflowControl(Protocol):
     """What a handle asks of its engine (``Engine`` is one)."""
 
-    async def get_output(self, workflow_id: str, *, name: str | None = None) -> Any: ...
+    async def get_output(
+        self,
+        workflow_id: str,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
+    ) -> Any: ...
 
     async def cancel(self, workflow_id: str) -> None: ...
 
@@ -37,9 +43,12 @@ class WorkflowHandle:
     def __await__(self) -> Generator[Any, None, Any]:
         return self.result().__await__()
 
-    async def result(self) -> Any:
-        """Wait for the workflow to end and return its output (raises as ``run`` does)."""
-        return await self._engine.get_output(self.workflow_id)
+    async def result(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - the contract's name (SPEC section 9)
+        """Wait for the workflow to end and return its output (raises as ``run`` does).
+
+        ``timeout``: seconds to wait at most, then ``TimeoutError``; the workflow goes on.
+        """
+        return await self._engine.get_output(self.workflow_id, timeout=timeout)
 
     async def cancel(self) -> None:
         """Cancel the workflow."""

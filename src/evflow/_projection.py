@@ -23,6 +23,7 @@ from ._events import (
     ErrorInfo,
     Event,
     EventPublished,
+    ForkOrigin,
     MessageReceived,
     MetadataAttached,
     StepFailed,
@@ -56,6 +57,8 @@ class WorkflowStatus(StrEnum):
     RESUMABLE = "RESUMABLE"
     CANCELED = "CANCELED"
     SUCCESSFUL = "SUCCESSFUL"
+    #: Recorded and durable, not started yet: waiting for room in its queue (section 9).
+    PENDING = "PENDING"
 
 
 class StepStatus(StrEnum):
@@ -127,11 +130,15 @@ class WorkflowState:
         "actor_calls",
         "actor_class",
         "actor_state",
+        "canceled_time",
         "counters",
+        "deadline",
+        "dedup_id",
         "end_time",
         "error",
         "failed_step",
         "final_output",
+        "forked_from",
         "inbox",
         "kind",
         "last_seq",
@@ -139,7 +146,10 @@ class WorkflowState:
         "message_ids",
         "output",
         "owner",
+        "priority",
         "published",
+        "queue",
+        "queued_time",
         "run_status",
         "running",
         "start_time",
@@ -176,6 +186,18 @@ class WorkflowState:
         self.actor_calls: deque[str] = _NO_CALLS
         #: The latest ``EventPublished`` of each key (``evflow.set_event``), in first-set order.
         self.published: dict[str, EventPublished] = _NO_PUBLISHED
+        #: The source of a forked workflow (``evflow.fork``), from its first event.
+        self.forked_from: ForkOrigin | None = None
+        #: Where the workflow waits or waited (None: the engine's own limit), if queued.
+        self.queue: str | None = None
+        self.priority = 0
+        self.dedup_id: str | None = None
+        #: When it was recorded PENDING (None: it never was).
+        self.queued_time: float | None = None
+        #: When it is canceled if it has not ended (its ``timeout=``), epoch seconds.
+        self.deadline: float | None = None
+        #: When the latest WorkflowCanceled was recorded.
+        self.canceled_time: float | None = None
         #: The unconsumed messages (``MessageReceived``) per topic, oldest first, by seq
         #: (a shared empty dict until the first message).
         self.inbox: dict[str, dict[int, MessageReceived]] = _NO_INBOX
@@ -198,6 +220,16 @@ class WorkflowState:
         if status is WorkflowStatus.RUNNING and not self.live:
             return WorkflowStatus.RESUMABLE
         return status
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether it is CANCELED because its deadline passed (canceled at or after it)."""
+        return (
+            self.run_status is WorkflowStatus.CANCELED
+            and self.deadline is not None
+            and self.canceled_time is not None
+            and self.canceled_time >= self.deadline
+        )
 
     def step_status(self, step: StepState) -> StepStatus:
         if step.status is StepStatus.RUNNING and not self.live:
@@ -231,6 +263,9 @@ class WorkflowState:
             "user_metadata": _copy_json(self.user_metadata),
             "stats": _stats(self.start_time, self.end_time),
         }
+        if self.forked_from is not None:
+            origin = self.forked_from
+            out["forked_from"] = {"workflow_id": origin.workflow_id, "seq": origin.seq}
         if self.published:
             # Where and when each key was last set; the values are read with get_event
             # (they may be any encoded value, not JSON).
@@ -238,6 +273,11 @@ class WorkflowState:
                 key: {"seq": e.seq, "time": e.time, **({"step": e.step} if e.step is not None else {})}
                 for key, e in self.published.items()
             }
+        if self.queued_time is not None:
+            out["queue"] = self.queue
+            out["stats"]["queued_time"] = self.queued_time
+        if self.deadline is not None:
+            out["deadline"] = self.deadline
         return out
 
     def _step_metadata(self, step: StepState) -> dict[str, Any]:
@@ -407,6 +447,11 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
             state._register(event.continuation, event.name)
         if event.actor_state is not None:
             state.actor_state = event.actor_state
+        if event.copied is not None:  # a fork's copy keeps the source step's stats
+            step.start_time = event.copied.start_time
+            if event.copied.end_time is not None:
+                step.end_time = event.copied.end_time
+            step.attempt = event.copied.attempt
         if event.consumed is not None:
             state._consume(step, event.consumed)
     elif isinstance(event, StepFailed):
@@ -442,6 +487,7 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
     elif isinstance(event, WorkflowCanceled):
         state.run_status = WorkflowStatus.CANCELED
         state.end_time = None
+        state.canceled_time = t
         state._stop_running(StepStatus.CANCELED)
         for name in state.actor_calls:  # queued calls never run
             if state.steps[name].status is StepStatus.PENDING:
@@ -481,7 +527,17 @@ def _apply_started(state: WorkflowState, event: WorkflowStarted) -> None:
         state.output = event.output
         state.actor_class = event.actor_class
         state.actor_state = event.actor_state
+        state.forked_from = event.forked_from
         state._register(event.steps, None)
+        state.deadline = event.deadline
+        if event.pending:
+            # Queued, not started: a later WorkflowStarted(resume=True) starts it.
+            state.queue = event.queue
+            state.priority = event.priority
+            state.dedup_id = event.dedup_id
+            state.queued_time = event.time
+            state.run_status = WorkflowStatus.PENDING
+            return
         if event.kind == "actor":
             # A new actor is idle: nothing runs until a writer call is submitted.
             state.run_status = WorkflowStatus.SUCCESSFUL

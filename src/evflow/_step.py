@@ -271,19 +271,30 @@ class Node:
     def __repr__(self) -> str:
         return f"<evflow node {self.function.name!r}>"
 
-    async def run(self, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None) -> Any:
+    async def run(
+        self,
+        workflow_id: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
+    ) -> Any:
         """Run this DAG as a workflow to the end and return its output.
 
         Raises ``WorkflowExecutionError`` (the step's exception as ``__cause__``) on
-        failure and ``WorkflowCancellationError`` if canceled.
+        failure and ``WorkflowCancellationError`` if canceled (``WorkflowTimeoutError``
+        when canceled by its ``timeout``: seconds from now, a deadline recorded at start).
         """
-        return await current_runner().run(self, workflow_id, metadata=metadata)
+        return await current_runner().run(self, workflow_id, metadata=metadata, timeout=timeout)
 
     async def run_async(
-        self, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
+        self,
+        workflow_id: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> WorkflowHandle:
         """Start this DAG as a workflow; returns a handle once it is durably recorded."""
-        return await current_runner().run_async(self, workflow_id, metadata=metadata)
+        return await current_runner().run_async(self, workflow_id, metadata=metadata, timeout=timeout)
 
 
 def iter_nodes(value: Any) -> Iterator[Node]:

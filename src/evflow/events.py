@@ -10,8 +10,10 @@ from ._events import AnyEvent as AnyEvent
 from ._events import ErrorInfo as ErrorInfo
 from ._events import Event as Event
 from ._events import EventPublished as EventPublished
+from ._events import ForkOrigin as ForkOrigin
 from ._events import MessageReceived as MessageReceived
 from ._events import MetadataAttached as MetadataAttached
+from ._events import StepCopy as StepCopy
 from ._events import StepFailed as StepFailed
 from ._events import StepFinished as StepFinished
 from ._events import StepOptions as StepOptions
@@ -31,10 +33,12 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventPublished",
+    "ForkOrigin",
     "MessageReceived",
     "MetadataAttached",
     "StepFailed",
     "StepFinished",
+    "StepCopy",
     "StepOptions",
     "StepSpec",
     "StepStarted",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, NoReturn, Protocol
 
+import anyio
+
 from .._latch import Latch
 from ..engine import WorkflowControl, WorkflowHandle
 from ._methods import ActorMethod, merge_options
@@ -141,6 +143,12 @@ class ActorCallHandle(WorkflowHandle):
     def __repr__(self) -> str:
         return f"<ActorCallHandle {self.workflow_id!r} {self.name!r}>"
 
-    async def result(self) -> Any:
-        """Wait until the call's outcome is recorded; return its value (raises as ``run``)."""
-        return await self._outcome.wait()
+    async def result(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - the contract's name (SPEC section 9)
+        """Wait until the call's outcome is recorded; return its value (raises as ``run``).
+
+        ``timeout``: seconds to wait at most, then ``TimeoutError`` (the call goes on).
+        """
+        if timeout is None:
+            return await self._outcome.wait()
+        with anyio.fail_after(timeout):
+            return await self._outcome.wait()

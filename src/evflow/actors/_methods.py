@@ -232,11 +232,21 @@ class ActorMethodNode(Node):
 
     __slots__ = ()
 
-    async def run(self, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None) -> Any:
+    async def run(
+        self,
+        workflow_id: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
+    ) -> Any:
         raise TypeError(_NODE_RUN_MESSAGE)
 
     async def run_async(
-        self, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
+        self,
+        workflow_id: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> WorkflowHandle:
         raise TypeError(_NODE_RUN_MESSAGE)
 

@@ -150,6 +150,9 @@ def print_workflow(state: WorkflowState, metadata: dict[str, Any], last_seq: int
     ]
     if state.published:
         rows.append(["published", ", ".join(state.published)])
+    if state.forked_from is not None:
+        origin = state.forked_from
+        rows.append(["forked from", f"{quote_id(origin.workflow_id)} at seq {origin.seq}"])
     if state.inbox:  # messages no step has consumed yet, by topic
         rows.append(["messages", ", ".join(f"{topic} ({len(m)})" for topic, m in state.inbox.items())])
     if state.error is not None and state.run_status is WorkflowStatus.FAILED:

@@ -17,8 +17,9 @@ import anyio
 from .._errors import EvflowError
 from .._projection import WorkflowStatus
 from .._step import validate_workflow_id
+from ..engine._history import PRUNABLE
 from ..stores._open import DEFAULT_STORAGE, open_store
-from . import _commands, _transfer, _verify
+from . import _commands, _history, _transfer, _verify
 from ._demo import cmd_demo
 from ._format import report_error, warn
 from ._options import Options
@@ -137,12 +138,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     command("demo", cmd_demo, "run a small real workflow and print its metadata")
+    _add_history_commands(command)
 
     p = command("ui", cmd_ui, "serve the web dashboard and JSON API over the store (needs evflow[web])")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8265, help="port to listen on (default: 8265)")
     p.add_argument("--read-only", action="store_true", help="serve reads only; never take the store's lock")
     return parser
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"a tolerance is a number of seconds >= 0, not {text!r}")
+    return value
+
+
+def _add_history_commands(command: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+    """SPEC section 11: fork, diff, check, prune (docs/history.md)."""
+    imports_help = "import this module first (your step modules; repeatable)"
+    p = command("fork", _history.cmd_fork, "start a new workflow from a point of another's history")
+    p.add_argument("workflow_id", type=_workflow_id, metavar="WID")
+    p.add_argument("--from-step", metavar="NAME", help="re-run this step and what was not finished before it")
+    p.add_argument("--as-of", type=_seq, metavar="SEQ", help="from the log as it was right after event SEQ")
+    p.add_argument("--new-id", type=_workflow_id, metavar="ID", help="the fork's id (default: generated)")
+    p.add_argument("--import", dest="imports", action="append", metavar="MODULE", help=imports_help)
+
+    p = command("diff", _history.cmd_diff, "compare two runs step by step (exit 1 when they differ)")
+    p.add_argument("workflow_a", type=_workflow_id, metavar="WID_A")
+    p.add_argument("workflow_b", type=_workflow_id, metavar="WID_B")
+    p.add_argument(
+        "--tolerance",
+        type=_tolerance,
+        default=1.0,
+        metavar="SECONDS",
+        help="durations that differ by no more than this agree (default 1)",
+    )
+
+    p = command("check", _history.cmd_check, "can the current code resume the unfinished workflows?")
+    p.add_argument("workflow_ids", type=_workflow_id, nargs="*", metavar="WID")
+    p.add_argument("--import", dest="imports", action="append", metavar="MODULE", help=imports_help)
+
+    p = command("prune", _history.cmd_prune, "delete finished workflows that ended long ago")
+    p.add_argument(
+        "--older-than",
+        type=_history.parse_duration,
+        required=True,
+        metavar="AGE",
+        help="ended more than this long ago: 30d, 12h, 15m, 90s",
+    )
+    p.add_argument(
+        "--status",
+        action="append",
+        type=_status,
+        metavar="S",
+        help="only workflows with this status (repeatable; SUCCESSFUL (default), FAILED, CANCELED)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,6 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _usage(parser, args.command, "give workflow ids or --all (not both)")
     if args.command == "resume" and args.include_failed and not args.all:
         return _usage(parser, args.command, "--include-failed goes with --all")
+    if args.command == "prune" and args.status:
+        running = [s.value for s in args.status if s not in PRUNABLE]
+        if running:
+            return _usage(
+                parser, args.command, f"prune deletes only finished workflows, never {', '.join(running)}"
+            )
     try:
         open_store(args.storage, read_only=True)  # validates the scheme; opens nothing
     except (TypeError, ValueError) as exc:

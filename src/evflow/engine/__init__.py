@@ -27,6 +27,7 @@ from ._kinds import register_workflow_kind as register_workflow_kind
 from ._messages import MailboxService as MailboxService
 from ._messages import check_topic as check_topic
 from ._published import check_event_key as check_event_key
+from ._queues import Queue as Queue
 from ._run import LiveRun as LiveRun
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "LiveRun",
     "MailboxService",
     "PreparedStep",
+    "Queue",
     "StatusFilter",
     "StepKind",
     "StepKindFactory",

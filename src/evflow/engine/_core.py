@@ -107,6 +107,9 @@ class EngineCore:
         #: Workflows whose in-memory state may be ahead of the store (events it refused or
         #: never made durable): the next look reads them afresh from the store.
         self._refetch: set[str] = set()
+        #: Workflows this engine is appending a claim to (``append_then_fold``): reading
+        #: them meanwhile would fold the claim before it is this engine's run.
+        self._claiming: set[str] = set()
         self._kinds: dict[str, StepKind] = {}
         self._services: dict[object, object] = {}
         self._listeners: list[EventListener] = []
@@ -314,6 +317,8 @@ class EngineCore:
         """
         validate_workflow_id(workflow_id)  # before the store sees it
         state = self._states.get(workflow_id)
+        if workflow_id in self._claiming:  # memory is about to be ahead of what a read gives
+            return state is not None
         try:
             if state is None or workflow_id in self._refetch:
                 events = await self.store.read(workflow_id)
@@ -420,6 +425,7 @@ class EngineCore:
             wid = event.workflow_id
         else:
             wid = state.workflow_id
+        self._claiming.add(wid)
         try:
             await self.store.append(wid, [event])
         except SequenceConflictError:
@@ -428,6 +434,8 @@ class EngineCore:
         except StoreError:
             self._refetch.add(wid)
             raise
+        finally:
+            self._claiming.discard(wid)
         if state is None:
             state = self._states[wid] = apply(None, event)
         else:

@@ -22,6 +22,7 @@ from .._errors import (
     WorkflowNotFoundError,
     WorkflowNotRunningError,
     WorkflowRunningError,
+    WorkflowTimeoutError,
 )
 from .._events import FORMAT_VERSION, StepSpec, WorkflowCanceled, WorkflowStarted
 from .._handle import WorkflowHandle
@@ -31,8 +32,10 @@ from ..stores import Store
 from ..stores._open import open_store
 from ._core import EngineCore, is_store_failure
 from ._dags import record_dag
+from ._history import fork_workflow, prune_workflows
 from ._messages import MailboxService, send
 from ._published import get_event
+from ._queues import Queue, QueueRunner, deadline_after
 
 __all__ = ["Engine", "StatusFilter", "current_engine", "default_engine"]
 
@@ -50,6 +53,9 @@ class Engine:
     (fsync, group-committed) before anything depending on it runs; ``"relaxed"`` skips the
     fsync. ``allow_pickle=False`` refuses values msgpack cannot round-trip and treats a
     log as untrusted data: nothing is unpickled and no module a log names is imported.
+    ``max_running_workflows`` caps the workflows this engine runs at once (more
+    ``run_async`` calls are recorded PENDING and start in order); ``max_pending_workflows``
+    caps those waiting (``QueueFullError`` beyond it, nothing written).
 
     Entering opens the store, recovers state from the log and makes this the current
     engine; leaving interrupts running workflows (they report RESUMABLE) and closes it.
@@ -61,6 +67,8 @@ class Engine:
         *,
         durability: Literal["strict", "relaxed"] = "strict",
         allow_pickle: bool = True,
+        max_running_workflows: int | None = None,
+        max_pending_workflows: int | None = None,
     ) -> None:
         if durability not in ("strict", "relaxed"):
             raise ValueError(f"durability must be 'strict' or 'relaxed', not {durability!r}")
@@ -71,6 +79,9 @@ class Engine:
         self.allow_pickle = allow_pickle
         self.durability = durability
         self._core = EngineCore(self, self.store, engine_id=self.engine_id, allow_pickle=allow_pickle)
+        self._queues = QueueRunner(
+            self._core, self, max_running=max_running_workflows, max_pending=max_pending_workflows
+        )
         self._context_token: object = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -84,6 +95,8 @@ class Engine:
         if self._core.is_open:
             raise RuntimeError("this engine is already open")
         await self._core.open()
+        if self._queues.wanted():
+            self._queues.ensure_started()
         if self.store.shared:  # other engines post messages for the workflows this one runs
             self._core.require_open().start_soon(
                 self._core.service(MailboxService).run, name="evflow mailbox"
@@ -102,7 +115,10 @@ class Engine:
         if self in _context.open_engines:
             _context.open_engines.remove(self)
         _context.reset_current_engine(self._context_token)
-        await self._core.close()
+        try:
+            await self._core.close()
+        finally:
+            self._queues.stopped()
 
     @property
     def loop_token(self) -> Any:
@@ -129,34 +145,51 @@ class Engine:
     # -- running -------------------------------------------------------------------------------
 
     async def run(
-        self, node: Node, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
+        self,
+        node: Node,
+        workflow_id: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> Any:
         """Run a DAG as a workflow to the end and return its output (see ``Node.run``)."""
-        handle = await self.run_async(node, workflow_id, metadata=metadata)
+        handle = await self.run_async(node, workflow_id, metadata=metadata, timeout=timeout)
         return await handle.result()
 
     async def run_async(
-        self, node: Node, workflow_id: str | None = None, *, metadata: dict[str, Any] | None = None
+        self,
+        node: Node,
+        workflow_id: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
     ) -> WorkflowHandle:
         """Start a DAG as a workflow; return its handle once it is durably recorded.
 
         An id that exists never starts a second execution: a running workflow is attached
         to, a SUCCESSFUL one gives its stored output, any other is resumed. Raises
         ``WorkflowExecutionError`` (the ``StoreError`` as ``__cause__``) if the store
-        cannot record the start.
+        cannot record the start. ``timeout``: seconds from now to the workflow's deadline
+        (recorded; when it passes the workflow is canceled, ``WorkflowTimeoutError``). With
+        ``max_running_workflows`` reached the workflow is recorded PENDING instead.
         """
         if not isinstance(node, Node):
             raise TypeError(f"run_async needs a node from step.step(...), not {type(node).__name__}")
         wid = validate_workflow_id(workflow_id) if workflow_id is not None else uuid.uuid4().hex
         user_metadata = validate_metadata(metadata, f"workflow {wid!r}")
+        deadline = deadline_after(timeout)
         core = self._core
         core.require_open()
+        if deadline is not None:
+            self._queues.ensure_started()
+        if self._queues.must_wait():
+            return await self._queues.submit(None, node, wid, metadata=metadata, deadline=deadline)
         if self.store.shared:
             async with core.claim_lock:
                 if await core.sync_known(wid):
                     return await self._resume_locked(wid)
                 specs, output = record_dag(None, node, allow_pickle=self.allow_pickle)
-                first = self._first_event(wid, output, specs, user_metadata)
+                first = self._first_event(wid, output, specs, user_metadata, deadline)
                 try:
                     state = await core.append_then_fold(None, first)
                 except StoreError as exc:  # whether it landed is unknown: read it next time
@@ -170,15 +203,44 @@ class Engine:
             return await self.resume_async(wid)
         specs, output = record_dag(None, node, allow_pickle=self.allow_pickle)
         try:
-            state = core.create(self._first_event(wid, output, specs, user_metadata))
+            state = core.create(self._first_event(wid, output, specs, user_metadata, deadline))
         except StoreError as exc:  # nothing was queued: the workflow does not exist
             raise core.store_failure(wid, exc) from exc
         core.start_run(state)
         await core.flush_start(wid)
         return core.handle(wid)
 
+    async def enqueue(
+        self,
+        queue: Queue,
+        node: Node,
+        workflow_id: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        priority: int = 0,
+        dedup_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
+    ) -> WorkflowHandle:
+        """Record the DAG as a PENDING workflow of ``queue`` (see ``Queue.enqueue``)."""
+        if not isinstance(queue, Queue):
+            raise TypeError(f"enqueue needs an evflow.Queue, not {type(queue).__name__}")
+        return await self._queues.submit(
+            queue,
+            node,
+            workflow_id,
+            metadata=metadata,
+            priority=priority,
+            dedup_id=dedup_id,
+            deadline=deadline_after(timeout),
+        )
+
     def _first_event(
-        self, wid: str, output: str, specs: list[StepSpec], user_metadata: dict[str, Any]
+        self,
+        wid: str,
+        output: str,
+        specs: list[StepSpec],
+        user_metadata: dict[str, Any],
+        deadline: float | None = None,
     ) -> WorkflowStarted:
         return WorkflowStarted(
             seq=1,
@@ -189,6 +251,7 @@ class Engine:
             user_metadata=user_metadata,
             owner=self.engine_id,
             version=FORMAT_VERSION,
+            deadline=deadline,
         )
 
     # -- queries and management -------------------------------------------------------------
@@ -216,13 +279,26 @@ class Engine:
                 out.append((wid, status))
         return out
 
-    async def get_output(self, workflow_id: str, *, name: str | None = None) -> Any:
+    async def get_output(
+        self,
+        workflow_id: str,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's name (SPEC section 9)
+    ) -> Any:
         """Wait for the workflow (or its step ``name``) to end and return its value.
 
         Raises as ``run`` does; a RESUMABLE workflow raises ``WorkflowNotRunningError``,
         unless this engine's run of it ended because the store failed:
-        ``WorkflowExecutionError`` with the ``StoreError`` as ``__cause__``.
+        ``WorkflowExecutionError`` with the ``StoreError`` as ``__cause__``. ``timeout``:
+        seconds to wait at most, then ``TimeoutError`` (the workflow goes on).
         """
+        if timeout is None:
+            return await self._wait_output(workflow_id, name)
+        with anyio.fail_after(timeout):
+            return await self._wait_output(workflow_id, name)
+
+    async def _wait_output(self, workflow_id: str, name: str | None) -> Any:
         core = self._core
         while True:
             state = await core.sync(workflow_id)
@@ -250,6 +326,9 @@ class Engine:
             if status is WorkflowStatus.FAILED:
                 raise core.failure(state, None)
             if status is WorkflowStatus.CANCELED:
+                if state.timed_out:
+                    assert state.deadline is not None
+                    raise WorkflowTimeoutError(workflow_id, state.deadline)
                 raise WorkflowCancellationError(workflow_id)
             if status is WorkflowStatus.RESUMABLE:
                 lost = core.lost_cause(workflow_id)
@@ -316,8 +395,10 @@ class Engine:
         if core.run_of(workflow_id) is not None or state.status in (
             WorkflowStatus.SUCCESSFUL,
             WorkflowStatus.RUNNING,
+            WorkflowStatus.PENDING,
         ):
             # running here or, on a shared store, in another live engine: attach to it
+            # (a PENDING one starts when its queue has room)
             return core.handle(workflow_id)
         if self.store.shared:
             claim = WorkflowStarted(
@@ -405,6 +486,39 @@ class Engine:
             raise WorkflowNotFoundError(workflow_id)
         await self.store.delete(workflow_id)
         core.forget(workflow_id)
+
+    # -- history (SPEC section 11, docs/history.md) --------------------------------------------
+
+    async def fork(
+        self,
+        workflow_id: str,
+        new_workflow_id: str | None = None,
+        *,
+        from_step: str | None = None,
+        as_of: int | None = None,
+    ) -> WorkflowHandle:
+        """Start a new workflow from the recorded DAG of ``workflow_id`` and the outputs its
+        steps checkpointed before ``from_step`` started (or up to event ``as_of``); those
+        never run again, the rest runs on the current code. Returns the fork's handle.
+
+        The source is unchanged; ``get_metadata(fork)["forked_from"]`` names it. Raises
+        ``WorkflowNotFoundError``, ``StepNotFoundError``, or ``ValueError`` (``as_of``
+        outside the log, a virtual actor, an existing ``new_workflow_id``) before writing.
+        """
+        return await fork_workflow(self._core, workflow_id, new_workflow_id, from_step=from_step, as_of=as_of)
+
+    async def prune(
+        self,
+        older_than: float,
+        statuses: Iterable[WorkflowStatus | str] | WorkflowStatus | str = ("SUCCESSFUL",),
+    ) -> int:
+        """Delete the finished workflows with one of ``statuses`` (SUCCESSFUL, FAILED,
+        CANCELED) that ended more than ``older_than`` seconds ago; return how many.
+
+        Never a running, resumable or pending workflow, nor a virtual actor; each is removed
+        as ``delete`` removes it (durably, whole or not at all).
+        """
+        return len(await prune_workflows(self._core, self.delete, older_than=older_than, statuses=statuses))
 
     async def get_actor(self, actor_id: str) -> Any:
         """A handle on an existing virtual actor; raises ``WorkflowNotFoundError``, or

@@ -16,7 +16,8 @@ durable. ``append`` is both. Stores with background work (group commit) do it in
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 import anyio
 from anyio.abc import TaskStatus
@@ -48,6 +49,8 @@ class Store(abc.ABC):
     #: The id of the engine using this store, set by the engine before ``open``; stores
     #: that are ``shared`` advertise it so that ``owner_alive`` works from elsewhere.
     owner_id: str | None = None
+    #: The process-local locks of ``lock`` by name (made on first use).
+    _named_locks: dict[str, anyio.Lock]
 
     async def open(self) -> None:
         """Acquire what the store needs (locks, connections, recovery of a torn tail).
@@ -119,6 +122,21 @@ class Store(abc.ABC):
             if await self.read(workflow_id, after):
                 return
             await anyio.sleep(poll_interval)
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        """Hold the store-wide mutex ``name`` (queues use it to claim workflows) across
+        every engine that uses this store; released when the block ends (or the holder
+        dies). By default a lock of this process, which is every engine of a store that is
+        not ``shared``."""
+        locks: dict[str, anyio.Lock] | None = getattr(self, "_named_locks", None)
+        if locks is None:
+            locks = self._named_locks = {}
+        held = locks.get(name)
+        if held is None:
+            held = locks[name] = anyio.Lock()
+        async with held:
+            yield
 
     # -- the mailbox: messages for a workflow another live engine runs (shared stores) -------
 

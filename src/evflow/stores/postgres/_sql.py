@@ -101,6 +101,8 @@ class Sql:
         self.has_events = f"SELECT EXISTS (SELECT 1 FROM {s}.events WHERE workflow_id = $1 AND seq > $2)"
         self.delete_workflow = f"DELETE FROM {s}.workflows WHERE workflow_id = $1 RETURNING 1"
         self.delete_events = f"DELETE FROM {s}.events WHERE workflow_id = $1"
+        # one bigint key (objsubid 1): never the two-int keys above
+        self.named_lock = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
         self.post_mail = f"""
             WITH m AS (
                 INSERT INTO {s}.mailbox (workflow_id, message, created) VALUES ($1, $2, $3)

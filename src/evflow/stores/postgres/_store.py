@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -548,6 +548,16 @@ class PostgresStore(Store):
                 return False
 
         await self._listener.wait(workflow_id, has_events, poll_interval)
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        """A transaction-scoped advisory lock keyed by the schema and ``name``, held on a
+        connection of the pool for the block: every engine on the database waits for it,
+        and it goes away with a dead holder's connection."""
+        pool = self._pool_or_raise()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(self._sql.named_lock, f"{self.schema}:{name}")
+            yield
 
     # -- the mailbox ----------------------------------------------------------------------
 

@@ -1,0 +1,466 @@
+"""Queues (SPEC section 9): PENDING workflows, concurrency limits observed from inside the
+steps, FIFO and priority order, dedup ids, cancel, restarts, engine limits, rate limits.
+
+Runs on memory, file and PostgreSQL stores (PostgreSQL on asyncio only; skipped with the
+reason when no server can be reached); two engines on one shared store for the global
+limit.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+import evflow
+from evflow._context import current_step
+from evflow.stores import MemoryStore, Store
+
+pytestmark = pytest.mark.anyio
+
+DSN = os.environ.get("EVFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+class Probe:
+    """Counts the steps running at once (per key) and records the order they start in."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.peak = 0
+        self.started: list[int] = []
+        self.by_engine: dict[str, int] = {}
+
+
+probes: dict[str, Probe] = {}
+gates: dict[str, anyio.Event] = {}
+
+
+@evflow.step
+async def observed(key: str, index: int) -> int:
+    probe = probes[key]
+    probe.active += 1
+    probe.peak = max(probe.peak, probe.active)
+    probe.started.append(index)
+    ctx = current_step.get()
+    engine_id = str(getattr(ctx.engine, "engine_id", "")) if ctx is not None else ""
+    probe.by_engine[engine_id] = probe.by_engine.get(engine_id, 0) + 1
+    try:
+        await anyio.sleep(0.002)
+        gate = gates.get(key)
+        if gate is not None:
+            await gate.wait()
+    finally:
+        probe.active -= 1
+    return index
+
+
+@evflow.step
+async def gated(key: str) -> str:
+    await gates[key].wait()
+    return key
+
+
+limited = evflow.Queue("test-limited", concurrency=5)
+per_worker = evflow.Queue("test-per-worker", worker_concurrency=3)
+serial = evflow.Queue("test-serial", concurrency=1)
+ranked = evflow.Queue("test-ranked", concurrency=1, priority=True)
+metered = evflow.Queue("test-metered", rate_limit=(4, 0.3))
+shared_limit = evflow.Queue("test-shared-limit", concurrency=4)
+
+
+class SharedMemoryStore(MemoryStore):
+    """One in-memory store used by several engines at once, as a database would be."""
+
+    shared = True
+
+
+StoreFactory = Callable[[], "Store | str"]
+
+
+@pytest.fixture(params=["memory", "file", "postgres"])
+async def storage(
+    request: pytest.FixtureRequest, anyio_backend: str, tmp_path: Path
+) -> AsyncIterator[StoreFactory]:
+    """Opens the same store again for each engine (sequentially for file and memory)."""
+    if request.param == "memory":
+        store = MemoryStore()
+        yield lambda: store
+    elif request.param == "file":
+        yield lambda: str(tmp_path / "store")
+    else:
+        async for factory in _postgres(anyio_backend):
+            yield factory
+
+
+async def _postgres(anyio_backend: str) -> AsyncIterator[StoreFactory]:
+    if anyio_backend != "asyncio":
+        pytest.skip("asyncpg runs on asyncio only")
+    asyncpg = pytest.importorskip("asyncpg")
+    try:
+        conn = await asyncpg.connect(DSN, timeout=5)
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL not reachable at {DSN}: {exc}")
+    schema = f"evflow_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield lambda: evflow.stores.PostgresStore(DSN, schema=schema)
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
+
+
+@pytest.fixture(params=["shared-memory", "postgres"])
+async def shared(request: pytest.FixtureRequest, anyio_backend: str) -> AsyncIterator[StoreFactory]:
+    if request.param == "shared-memory":
+        store = SharedMemoryStore()
+        yield lambda: store
+    else:
+        async for factory in _postgres(anyio_backend):
+            yield factory
+
+
+def new_probe(gate: bool = False) -> str:
+    key = uuid.uuid4().hex
+    probes[key] = Probe()
+    if gate:
+        gates[key] = anyio.Event()
+    return key
+
+
+async def wait_for(predicate: Callable[[], bool]) -> None:
+    with anyio.fail_after(30):
+        while not predicate():
+            await anyio.sleep(0.005)
+
+
+async def wait_status(engine: evflow.Engine, wid: str, status: str) -> None:
+    with anyio.fail_after(30):
+        while await engine.get_status(wid) != status:
+            await anyio.sleep(0.01)
+
+
+# -- PENDING --------------------------------------------------------------------------------------
+
+
+async def test_a_workflow_waiting_in_a_queue_is_pending_everywhere(storage: StoreFactory) -> None:
+    key = new_probe(gate=True)
+    async with evflow.Engine(storage()):
+        first = await serial.enqueue(observed.step(key, 0), workflow_id=f"{key}-0")
+        second = await serial.enqueue(observed.step(key, 1), workflow_id=f"{key}-1")
+        await wait_for(lambda: probes[key].started == [0])
+        assert await second.status() == "PENDING"
+        assert await evflow.get_status(second.workflow_id) is evflow.WorkflowStatus.PENDING
+        meta = await evflow.get_metadata(second.workflow_id)
+        assert meta["status"] == "PENDING"
+        assert meta["queue"] == "test-serial"
+        assert "start_time" not in meta["stats"] and "queued_time" in meta["stats"]
+        assert (await evflow.get_metadata(second.workflow_id, observed.name))["status"] == "PENDING"
+        pending = await evflow.list_all("PENDING")
+        assert (second.workflow_id, evflow.WorkflowStatus.PENDING) in pending
+        assert all(wid != first.workflow_id for wid, _ in pending)
+        # run_async / resume of a pending id attach to it: nothing starts early
+        again = await observed.step(key, 9).run_async(second.workflow_id)
+        await evflow.resume_async(second.workflow_id)
+        assert await again.status() == "PENDING"
+        with pytest.raises(TimeoutError):
+            await second.result(timeout=0.05)
+        gates[key].set()
+        assert await first.result() == 0
+        assert await again.result() == 1
+        meta = await evflow.get_metadata(second.workflow_id)
+        assert meta["status"] == "SUCCESSFUL"
+        assert meta["stats"]["queued_time"] <= meta["stats"]["start_time"]
+    assert probes[key].started == [0, 1]
+
+
+async def test_the_log_of_a_pending_workflow_replays_pending(tmp_path: Path, anyio_backend: str) -> None:
+    key = new_probe(gate=True)
+    store = tmp_path / "store"
+    async with evflow.Engine(store):
+        await serial.enqueue(observed.step(key, 0), workflow_id="a")
+        await serial.enqueue(observed.step(key, 1), workflow_id="b")
+        await wait_for(lambda: probes[key].started == [0])
+        events = [e async for e in evflow.read_events(store, "b")]
+        assert len(events) == 1 and events[0].pending and events[0].queue == "test-serial"
+        assert evflow.replay(events, live=False).status == "PENDING"
+        await evflow.cancel("a")
+
+
+# -- limits seen from inside the steps ---------------------------------------------------------
+
+
+async def test_a_queue_never_runs_more_than_its_concurrency(storage: StoreFactory) -> None:
+    key = new_probe(gate=True)
+    n = 200
+    async with evflow.Engine(storage()) as engine:
+        handles = [await limited.enqueue(observed.step(key, i)) for i in range(n)]
+        await wait_for(lambda: probes[key].active == 5)  # the steps hold until released
+        assert len(await engine.list_all("PENDING")) == n - 5
+        assert len(await engine.list_all("RUNNING")) == 5
+        gates[key].set()
+        with anyio.fail_after(120):
+            assert [await h.result() for h in handles] == list(range(n))
+    assert probes[key].peak == 5
+    assert sorted(probes[key].started) == list(range(n))
+
+
+async def test_worker_concurrency_caps_one_engine(storage: StoreFactory) -> None:
+    key = new_probe(gate=True)
+    async with evflow.Engine(storage()) as engine:
+        handles = [await per_worker.enqueue(observed.step(key, i)) for i in range(60)]
+        await wait_for(lambda: probes[key].active == 3)
+        assert len(await engine.list_all("PENDING")) == 57
+        gates[key].set()
+        with anyio.fail_after(60):
+            for h in handles:
+                await h.result()
+    assert probes[key].peak == 3
+
+
+async def test_fifo_order_within_a_queue(storage: StoreFactory) -> None:
+    key = new_probe()
+    async with evflow.Engine(storage()):
+        handles = [await serial.enqueue(observed.step(key, i)) for i in range(25)]
+        with anyio.fail_after(60):
+            for h in handles:
+                await h.result()
+    assert probes[key].started == list(range(25))
+
+
+async def test_lower_priority_numbers_start_first_then_fifo(storage: StoreFactory) -> None:
+    key = new_probe(gate=True)
+    async with evflow.Engine(storage()):
+        blocker = await ranked.enqueue(observed.step(key, -1))
+        await wait_for(lambda: probes[key].started == [-1])
+        priorities = [5, 1, 3, 1, 0, 5, 3, 0]
+        handles = [await ranked.enqueue(observed.step(key, i), priority=p) for i, p in enumerate(priorities)]
+        gates[key].set()
+        with anyio.fail_after(60):
+            await blocker.result()
+            for h in handles:
+                await h.result()
+    expected = sorted(range(len(priorities)), key=lambda i: (priorities[i], i))
+    assert probes[key].started == [-1, *expected]
+
+
+async def test_a_held_dedup_id_raises_and_records_nothing(storage: StoreFactory) -> None:
+    key = new_probe(gate=True)
+    async with evflow.Engine(storage()) as engine:
+        running = await serial.enqueue(observed.step(key, 0), dedup_id="cart-1")
+        waiting = await serial.enqueue(observed.step(key, 1), dedup_id="cart-2")
+        await wait_for(lambda: probes[key].started == [0])
+        before = sorted(wid for wid, _ in await engine.list_all())
+        for held in ("cart-1", "cart-2"):  # RUNNING and PENDING holders
+            with pytest.raises(evflow.DuplicateWorkflowError) as info:
+                await serial.enqueue(observed.step(key, 2), workflow_id=f"dup-{held}", dedup_id=held)
+            assert isinstance(info.value, evflow.EvflowError)
+            assert held in str(info.value)
+        assert sorted(wid for wid, _ in await engine.list_all()) == before
+        # another queue does not share the ids
+        other = await limited.enqueue(observed.step(key, 3), dedup_id="cart-1")
+        gates[key].set()
+        with anyio.fail_after(30):
+            await running.result()
+            await waiting.result()
+            await other.result()
+        # once its holder ended, the id is free again
+        again = await serial.enqueue(observed.step(key, 4), dedup_id="cart-1")
+        assert await again.result(timeout=30) == 4
+
+
+async def test_canceling_a_pending_workflow_means_it_never_starts(storage: StoreFactory) -> None:
+    key = new_probe(gate=True)
+    async with evflow.Engine(storage()):
+        first = await serial.enqueue(observed.step(key, 0))
+        doomed = await serial.enqueue(observed.step(key, 1))
+        last = await serial.enqueue(observed.step(key, 2))
+        await wait_for(lambda: probes[key].started == [0])
+        await doomed.cancel()
+        assert await doomed.status() == "CANCELED"
+        with pytest.raises(evflow.WorkflowCancellationError):
+            await doomed.result()
+        gates[key].set()
+        with anyio.fail_after(30):
+            assert await first.result() == 0
+            assert await last.result() == 2
+        assert await doomed.status() == "CANCELED"
+    assert probes[key].started == [0, 2]
+
+
+async def test_pending_workflows_survive_a_restart_and_start_in_order(storage: StoreFactory) -> None:
+    key = new_probe(gate=True)
+    async with evflow.Engine(storage()):
+        await serial.enqueue(observed.step(key, 0), workflow_id=f"{key}-0")
+        for i in range(1, 6):
+            await serial.enqueue(observed.step(key, i), workflow_id=f"{key}-{i}")
+        await wait_for(lambda: probes[key].started == [0])
+    # closed with 0 running (now RESUMABLE: it holds no slot) and 1..5 PENDING
+    gates[key].set()
+    async with evflow.Engine(storage()) as engine:  # no recover: starting pending work is not recovery
+        with anyio.fail_after(30):
+            for i in range(1, 6):
+                assert await engine.get_output(f"{key}-{i}") == i
+        assert await engine.get_status(f"{key}-0") == "RESUMABLE"
+    assert probes[key].started == [0, 1, 2, 3, 4, 5]
+
+
+# -- engine limits ----------------------------------------------------------------------------------
+
+
+async def test_max_running_workflows_makes_more_run_async_calls_pending(storage: StoreFactory) -> None:
+    key = new_probe(gate=True)
+    async with evflow.Engine(storage(), max_running_workflows=4) as engine:
+        handles = [await observed.step(key, i).run_async() for i in range(80)]
+        await wait_for(lambda: probes[key].active == 4)
+        assert len(await engine.list_all("PENDING")) == 76
+        assert [await h.status() for h in handles[4:]] == ["PENDING"] * 76
+        gates[key].set()
+        with anyio.fail_after(60):
+            assert [await h.result() for h in handles] == list(range(80))
+        # started in order: the recorded start times follow the calls
+        starts = [(await h.metadata())["stats"]["start_time"] for h in handles[4:]]
+        assert starts == sorted(starts)
+    assert probes[key].peak == 4
+    assert sorted(probes[key].started[:4]) == [0, 1, 2, 3]
+
+
+async def test_max_pending_workflows_refuses_more_and_records_nothing(storage: StoreFactory) -> None:
+    key = new_probe(gate=True)
+    async with evflow.Engine(storage(), max_running_workflows=1, max_pending_workflows=2) as engine:
+        running = await observed.step(key, 0).run_async("r")
+        await wait_for(lambda: probes[key].started == [0])
+        waiting = [await serial.enqueue(observed.step(key, 1), workflow_id="p1")]
+        waiting.append(await observed.step(key, 2).run_async("p2"))
+        with pytest.raises(evflow.QueueFullError):
+            await observed.step(key, 3).run_async("full-1")
+        with pytest.raises(evflow.QueueFullError):
+            await serial.enqueue(observed.step(key, 3), workflow_id="full-2")
+        assert sorted(wid for wid, _ in await engine.list_all()) == ["p1", "p2", "r"]
+        gates[key].set()
+        with anyio.fail_after(30):
+            await running.result()
+            for h in waiting:
+                await h.result()
+
+
+# -- several engines on one store --------------------------------------------------------------------
+
+
+async def test_two_engines_never_run_more_than_the_global_concurrency(shared: StoreFactory) -> None:
+    key = new_probe(gate=True)
+    n = 200
+    async with evflow.Engine(shared()) as a, evflow.Engine(shared()) as b:
+        handles = []
+        for i in range(n):
+            engine = a if i % 2 else b
+            handles.append(await engine.enqueue(shared_limit, observed.step(key, i)))
+        await wait_for(lambda: probes[key].active == 4)
+        assert len(await a.list_all("PENDING")) == n - 4
+        gates[key].set()
+        with anyio.fail_after(180):
+            for h in handles:
+                await h.result()
+    assert probes[key].peak == 4
+    assert set(probes[key].by_engine) == {a.engine_id, b.engine_id}  # both took their share
+    assert sorted(probes[key].started) == list(range(n))
+
+
+async def test_dedup_ids_hold_across_engines(shared: StoreFactory) -> None:
+    key = new_probe(gate=True)
+    async with evflow.Engine(shared()) as a, evflow.Engine(shared()) as b:
+        first = await a.enqueue(serial, observed.step(key, 0), dedup_id="order-7")
+        with pytest.raises(evflow.DuplicateWorkflowError):
+            await b.enqueue(serial, observed.step(key, 1), dedup_id="order-7")
+        gates[key].set()
+        assert await first.result(timeout=30) == 0
+
+
+# -- rate limits ---------------------------------------------------------------------------------------
+
+
+async def test_a_rate_limit_allows_n_starts_in_any_window(storage: StoreFactory) -> None:
+    key = new_probe()
+    count, per = metered.rate_limit or (0, 0.0)
+    async with evflow.Engine(storage()) as engine:
+        handles = [await metered.enqueue(observed.step(key, i)) for i in range(14)]
+        with anyio.fail_after(60):
+            for h in handles:
+                await h.result()
+        starts = sorted([(await engine.get_metadata(h.workflow_id))["stats"]["start_time"] for h in handles])
+    for i, at in enumerate(starts):
+        in_window = [s for s in starts[i:] if s < at + per]
+        assert len(in_window) <= count, (i, starts)
+    # and the limit was the reason for waiting: some window is full
+    assert any(len([s for s in starts[i:] if s < at + per]) == count for i, at in enumerate(starts))
+
+
+# -- validation ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"concurrency": 0}, id="concurrency-0"),
+        pytest.param({"worker_concurrency": -1}, id="worker-negative"),
+        pytest.param({"rate_limit": (0, 1.0)}, id="rate-n-0"),
+        pytest.param({"rate_limit": (3, 0)}, id="rate-window-0"),
+        pytest.param({"rate_limit": 3}, id="rate-not-a-pair"),
+    ],
+)
+async def test_bad_queue_options_are_refused_when_declared(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        evflow.Queue("test-bad", **kwargs)  # type: ignore[arg-type]
+
+
+async def test_enqueue_without_an_engine_says_how_to_open_one() -> None:
+    with pytest.raises(evflow.NoEngineError):
+        await serial.enqueue(gated.step("x"))
+
+
+# -- the CLI and the log tools ---------------------------------------------------------------------------
+
+
+def test_the_cli_lists_shows_exports_and_imports_pending_workflows(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    key = new_probe(gate=True)
+    store = tmp_path / "store"
+
+    async def populate() -> None:
+        async with evflow.Engine(store):
+            await serial.enqueue(observed.step(key, 0), workflow_id="first")
+            await serial.enqueue(observed.step(key, 1), workflow_id="waiting")
+            await wait_for(lambda: probes[key].started == [0])
+
+    anyio.run(populate)
+    tests_dir = str(Path(__file__).parent)
+    env = {k: v for k, v in os.environ.items() if k != "EVFLOW_STORAGE"}
+    env["PYTHONPATH"] = os.pathsep.join([tests_dir, env.get("PYTHONPATH", "")])
+
+    def cli(storage: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "evflow", "--storage", str(storage), *args],
+            capture_output=True,
+            env=env,
+            input=stdin,
+            check=False,
+            timeout=120,
+        )
+
+    listed = cli(store, "list", "--status", "PENDING", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == [{"workflow_id": "waiting", "status": "PENDING"}]
+    assert cli(store, "status", "waiting").stdout.decode().strip() == "PENDING"
+    shown = json.loads(cli(store, "show", "waiting", "--json").stdout)
+    assert shown["status"] == "PENDING" and shown["queue"] == "test-serial"
+    exported = cli(store, "export", "waiting")
+    assert exported.returncode == 0, exported.stderr
+    other = tmp_path / "other"
+    assert cli(other, "import", "-", stdin=exported.stdout).returncode == 0
+    assert cli(other, "export", "waiting").stdout == exported.stdout
+    assert cli(other, "status", "waiting").stdout.decode().strip() == "PENDING"

@@ -320,3 +320,42 @@ async def test_run_of_a_new_id_another_engine_creates_meanwhile_attaches_to_it(s
         with anyio.fail_after(20):
             assert await handle == f"passed {key}"
     assert executions.count(key) == 1
+
+
+class HeldRead(SharedMemoryStore):
+    """A shared store whose next read, once armed, returns what it read only on ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.reading = anyio.Event()
+        self.release = anyio.Event()
+
+    async def read(self, workflow_id: str, after: int = 0) -> list[AnyEvent]:
+        events = await super().read(workflow_id, after)
+        if self.armed:
+            self.armed = False
+            self.reading.set()
+            await self.release.wait()
+        return events
+
+
+async def test_two_reads_of_one_workflow_at_once_fold_each_event_once() -> None:
+    """Two callers of one engine ask about a workflow another engine runs: the first read
+    comes back after the second folded the same events; they are not folded twice."""
+    key = uuid.uuid4().hex
+    gates[key] = anyio.Event()
+    store = HeldRead()
+    async with evflow.Engine(store) as a, evflow.Engine(store) as b:
+        await a.run_async(gated.step(key), "wf")
+        await wait_status(b, "wf", "RUNNING")  # b knows the workflow
+        store.armed = True
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(b.get_status, "wf")  # its read is held back
+            await store.reading.wait()
+            gates[key].set()
+            assert await a.get_output("wf") == f"passed {key}"
+            assert await b.get_status("wf") == "SUCCESSFUL"  # folds the rest first
+            store.release.set()
+        assert await b.get_status("wf") == "SUCCESSFUL"
+        assert await b.get_output("wf") == f"passed {key}"

@@ -333,7 +333,10 @@ class EngineCore:
                 if not events:
                     self._states.pop(workflow_id, None)
                     return False
-                fold(state, events[1:] if events[0].seq <= state.last_seq else events)
+                # Another read of this workflow may have folded some of them during the
+                # await (a waiting caller and the queue service both look): only what is new.
+                last = state.last_seq
+                fold(state, [event for event in events if event.seq > last])
         except CorruptLogError as exc:
             self._broken[workflow_id] = exc
             self._states.pop(workflow_id, None)

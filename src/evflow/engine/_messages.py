@@ -27,8 +27,9 @@ import anyio
 
 from .._codec import decode_event, encode_event, encode_value
 from .._errors import StoreError, WorkflowNotRunningError
-from .._events import MessageReceived
+from .._events import Event, MessageReceived
 from .._projection import WorkflowState, WorkflowStatus
+from .._signal import Signal, new_signal
 from .._step import validate_workflow_id
 
 if TYPE_CHECKING:
@@ -172,10 +173,21 @@ class MailboxService:
 
     def __init__(self, core: EngineCore) -> None:
         self.core = core
+        self._active: Signal | None = None
 
     async def run(self) -> None:
-        """Listen for mail and move it, until cancelled (the engine closes)."""
-        store = self.core.store
+        """Listen for mail and move it, until cancelled (the engine closes).
+
+        It listens only once this engine runs a workflow (it hears of the first event of
+        one): an engine that runs none has no mail to move, and opens no connection.
+        """
+        core, store = self.core, self.core.store
+        self._active = active = new_signal()
+        core.add_event_listener(self)
+        try:
+            await active.wait()
+        finally:
+            core.remove_event_listener(self)
         seen = -1
         while True:
             try:
@@ -185,6 +197,13 @@ class MailboxService:
                 await self.drain(None)
             except StoreError:
                 await anyio.sleep(1.0)  # the store is down: look again in a while
+
+    def event_folded(self, state: WorkflowState, event: Event) -> None:
+        if self._active is not None and self.core.run_of(state.workflow_id) is not None:
+            self._active.set()
+
+    def run_closed(self, workflow_id: str) -> None:
+        pass
 
     async def drain(self, workflow_ids: Sequence[str] | None) -> None:
         """Move the mail of these workflows (None: every one this engine runs) into their

@@ -21,6 +21,8 @@ __all__ = ["LISTEN_RECHECK", "Listener", "mail_note", "note"]
 _NOTIFY_LIMIT = 7900
 #: Safety net while listening: re-check even without a notification this often (seconds).
 LISTEN_RECHECK = 5.0
+#: Seconds a LISTEN connection may take to open.
+_CONNECT_TIMEOUT = 10.0
 
 
 def note(workflow_ids: Sequence[str]) -> str:
@@ -111,15 +113,19 @@ class Listener:
         async with self._lock:
             if self._conn is not None and not self._conn.is_closed():
                 return True
-            try:
-                conn = await pg.connect(self._dsn)
-            except (OSError, pg.PostgresError, pg.InterfaceError):
-                return False
-            try:
-                await conn.add_listener(self.channel, self._on_notify)
-            except (OSError, pg.PostgresError, pg.InterfaceError):
-                conn.terminate()
-                return False
+            # Shielded: a connection cancelled while it opens is leaked by asyncpg (an
+            # engine closing while its mailbox service starts to listen); a close
+            # meanwhile is seen below, and the connect has a time limit.
+            with anyio.CancelScope(shield=True):
+                try:
+                    conn = await pg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
+                except (OSError, TimeoutError, pg.PostgresError, pg.InterfaceError):
+                    return False
+                try:
+                    await conn.add_listener(self.channel, self._on_notify)
+                except (OSError, pg.PostgresError, pg.InterfaceError):
+                    conn.terminate()
+                    return False
             if not self._open:  # closed meanwhile
                 conn.terminate()
                 return False

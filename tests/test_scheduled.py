@@ -233,6 +233,24 @@ async def test_with_a_queue_the_workflow_is_enqueued(clock: Callable[[float], No
         assert meta["stats"]["queued_time"] is not None
 
 
+async def test_a_function_that_fails_is_logged_and_its_fire_time_skipped(
+    clock: Callable[[float], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    key = uuid.uuid4().hex
+    clock(T0)
+
+    @evflow.scheduled("* * * * *", name=f"broken-{key}")
+    def broken(at: float) -> evflow.Node:
+        raise RuntimeError("no report today")
+
+    every_minute(key)
+    with caplog.at_level("ERROR", logger="evflow.schedules"):
+        async with evflow.Engine("memory://") as engine:
+            assert await settled(engine, 1) == {wid(key, T0): "SUCCESSFUL"}
+            assert await engine.run(report.step(key, 1.0)) == "report 1.0"  # the engine goes on
+    assert f"broken-{key}@2030-01-01T00:00:00Z" in caplog.text and "no report today" in caplog.text
+
+
 @pytest.mark.parametrize("cron", ["61 * * * *", "every day", "* * *", "* * * * * * * *"])
 def test_an_invalid_cron_expression_is_a_value_error_when_applied(cron: str) -> None:
     with pytest.raises(ValueError, match="invalid cron expression") as info:

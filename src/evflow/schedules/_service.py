@@ -15,6 +15,7 @@ so the engine that comes second finds it recorded. It never resumes an existing 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from ..waiting import TimerService
 from ._schedule import Schedule, declared_schedules
 
 __all__ = ["RETRY_DELAY", "ScheduleService", "clock"]
+
+logger = logging.getLogger("evflow.schedules")
 
 #: The clock fire times are compared with (a test may move it; events keep ``time.time``).
 clock: Callable[[], float] = time.time
@@ -110,12 +113,18 @@ class ScheduleService:
         return True
 
     async def _start(self, engine: Engine, schedule: Schedule, at: float, wid: str) -> None:
-        node = schedule(at)
-        if not isinstance(node, Node):
-            raise TypeError(
-                f"schedule {schedule.name!r} returned {type(node).__name__} for {wid!r}; "
-                "it must return a node (step.step(...))"
+        # The function is user code run in the engine's task group: its error must not end
+        # every workflow of the engine. It is logged and the fire time skipped (a bug does
+        # not go away by calling again).
+        try:
+            node = schedule(at)
+            if not isinstance(node, Node):
+                raise TypeError(f"it returned {type(node).__name__}, not a node (step.step(...))")
+        except Exception:
+            logger.exception(
+                "schedule %r could not build the workflow %r; fire time skipped", schedule.name, wid
             )
+            return
         if schedule.queue is not None:
             await engine.enqueue(schedule.queue, node, wid)
         else:

@@ -59,6 +59,7 @@ PUBLIC = {
         "resume",
         "resume_all",
         "resume_async",
+        "scheduled",
         "set_event",
         "sleep",
         "sleep_until",

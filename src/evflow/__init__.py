@@ -54,6 +54,7 @@ from ._step import step as step
 from .actors import virtual_actor as virtual_actor
 from .engine import Engine as Engine
 from .engine import Queue as Queue
+from .schedules import scheduled as scheduled
 from .stores import Store as Store
 from .waiting import sleep as sleep
 from .waiting import sleep_until as sleep_until
@@ -108,6 +109,7 @@ __all__ = [
     "resume",
     "resume_all",
     "resume_async",
+    "scheduled",
     "set_event",
     "sleep",
     "sleep_until",

@@ -192,7 +192,7 @@ def _in(name: str, package: str) -> bool:
 LAYER_RULES = [
     (
         "evflow.engine",
-        ["evflow.actors", "evflow.waiting", "evflow.cli", "evflow.otel"],
+        ["evflow.actors", "evflow.waiting", "evflow.schedules", "evflow.cli", "evflow.otel"],
         "the core never imports what plugs into it",
     ),
     ("evflow._projection", ["evflow.engine", "evflow.actors", "evflow.stores", "evflow.cli"], "pure fold"),

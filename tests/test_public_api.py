@@ -60,6 +60,7 @@ PUBLIC = {
         "resume",
         "resume_all",
         "resume_async",
+        "scheduled",
         "send",
         "set_event",
         "sleep",

@@ -55,6 +55,7 @@ from ._step import step as step
 from .actors import virtual_actor as virtual_actor
 from .engine import Engine as Engine
 from .engine import Queue as Queue
+from .schedules import scheduled as scheduled
 from .stores import Store as Store
 from .waiting import EventListener as EventListener
 from .waiting import sleep as sleep
@@ -112,6 +113,7 @@ __all__ = [
     "resume",
     "resume_all",
     "resume_async",
+    "scheduled",
     "send",
     "set_event",
     "sleep",

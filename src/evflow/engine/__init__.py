@@ -18,10 +18,12 @@ from ._engine import StatusFilter as StatusFilter
 from ._engine import current_engine as current_engine
 from ._engine import default_engine as default_engine
 from ._execution import Execution as Execution
+from ._kinds import OpenService as OpenService
 from ._kinds import PreparedStep as PreparedStep
 from ._kinds import StepKind as StepKind
 from ._kinds import StepKindFactory as StepKindFactory
 from ._kinds import WorkflowKindService as WorkflowKindService
+from ._kinds import register_open_service as register_open_service
 from ._kinds import register_step_kind as register_step_kind
 from ._kinds import register_workflow_kind as register_workflow_kind
 from ._messages import MailboxService as MailboxService
@@ -38,6 +40,7 @@ __all__ = [
     "Execution",
     "LiveRun",
     "MailboxService",
+    "OpenService",
     "PreparedStep",
     "Queue",
     "StatusFilter",
@@ -52,6 +55,7 @@ __all__ = [
     "current_engine",
     "default_engine",
     "is_store_failure",
+    "register_open_service",
     "register_step_kind",
     "register_workflow_kind",
     "substitute",

@@ -33,6 +33,7 @@ from ..stores._open import open_store
 from ._core import EngineCore, is_store_failure
 from ._dags import record_dag
 from ._history import fork_workflow, prune_workflows
+from ._kinds import open_services
 from ._messages import MailboxService, send
 from ._published import get_event
 from ._queues import Queue, QueueRunner, deadline_after
@@ -103,6 +104,8 @@ class Engine:
             )
         self._context_token = _context.set_current_engine(self)
         _context.open_engines.append(self)
+        for service in open_services():  # schedules
+            self._core.service(service).engine_opened(self)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

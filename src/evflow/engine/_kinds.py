@@ -8,6 +8,10 @@ engine with the engine's core; for each step the core asks it to ``prepare`` the
 StepFailed / StepFinished events). The prepared step decides what one attempt is, may
 hold a lock across it, and may add its own fields to the StepFinished it records.
 
+An **open service** (schedules) is a service that starts its work when an engine opens:
+it registers its class and ``Engine`` calls ``core.service(cls).engine_opened(engine)``
+on every open, so the engine starts it without importing it.
+
 A **workflow kind** (a workflow whose first event says ``kind="actor"``, ...) has a
 service that resumes it and opens handles on it, so that ``Engine.resume`` and
 ``Engine.get_actor`` dispatch to the package that defines the kind, which the core
@@ -26,13 +30,17 @@ if TYPE_CHECKING:
     from .._handle import WorkflowHandle
     from .._projection import WorkflowState
     from ._core import EngineCore
+    from ._engine import Engine
     from ._execution import Execution
 
 __all__ = [
+    "OpenService",
     "PreparedStep",
     "StepKind",
     "StepKindFactory",
     "WorkflowKindService",
+    "open_services",
+    "register_open_service",
     "register_step_kind",
     "register_workflow_kind",
     "step_kind_factory",
@@ -134,3 +142,26 @@ def register_workflow_kind(kind: str, service: Callable[[EngineCore], WorkflowKi
 def workflow_kind_service(kind: str) -> Callable[[EngineCore], WorkflowKindService] | None:
     """The service registered for workflow kind ``kind`` (None: an ordinary DAG)."""
     return _workflow_kinds.get(kind)
+
+
+class OpenService(Protocol):
+    """An engine service that starts its work when the engine opens."""
+
+    def engine_opened(self, engine: Engine) -> None:
+        """The engine is open (never blocks): start tasks in ``core.require_open()``'s group."""
+        ...
+
+
+_open_services: list[Callable[[EngineCore], OpenService]] = []
+
+
+def register_open_service(service: Callable[[EngineCore], OpenService]) -> None:
+    """Tell ``service``, the class of an engine service, of every engine's open (once
+    registered; registering the same class again changes nothing)."""
+    if service not in _open_services:
+        _open_services.append(service)
+
+
+def open_services() -> list[Callable[[EngineCore], OpenService]]:
+    """The services told of an engine's open, in the order they registered."""
+    return list(_open_services)

@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -464,3 +465,29 @@ def test_the_cli_lists_shows_exports_and_imports_pending_workflows(tmp_path: Pat
     assert cli(other, "import", "-", stdin=exported.stdout).returncode == 0
     assert cli(other, "export", "waiting").stdout == exported.stdout
     assert cli(other, "status", "waiting").stdout.decode().strip() == "PENDING"
+
+
+async def test_enqueues_made_all_at_once_on_a_shared_store_all_land(shared: StoreFactory) -> None:
+    """Many concurrent ``enqueue`` calls: each takes the queue's store-wide lock in turn,
+    and holding it never starves the calls made under it of a connection."""
+    key = new_probe()
+    async with evflow.Engine(shared()) as engine:
+        with anyio.fail_after(120):
+            handles = await run_all_at_once(
+                [lambda i=i: engine.enqueue(limited, observed.step(key, i)) for i in range(24)]
+            )
+            assert sorted([await h.result() for h in handles]) == list(range(24))
+    assert probes[key].peak <= 5
+
+
+async def run_all_at_once(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run the calls concurrently in a task group; their results in call order."""
+    results: list[Any] = [None] * len(calls)
+
+    async def one(index: int) -> None:
+        results[index] = await calls[index]()
+
+    async with anyio.create_task_group() as tg:
+        for index in range(len(calls)):
+            tg.start_soon(one, index)
+    return results

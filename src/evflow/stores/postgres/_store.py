@@ -122,6 +122,10 @@ class PostgresStore(Store):
         self._sql = Sql(f'"{schema}"')
         self._pool: Any = None
         self._lock_conn: Any = None
+        #: Connections for named locks only: a lock's holder uses the main pool inside it,
+        #: so holding a main-pool connection for the lock could leave none for it.
+        self._lock_pool: Any = None
+        self._named_locks: dict[str, anyio.Lock] = {}
         self._listener = Listener(self._asyncpg, dsn, f"evflow.{schema}"[:63])
         self._write_lock: anyio.Lock | None = None
         # What this instance knows of each log: the last seq queued, and the workflows
@@ -158,6 +162,7 @@ class PostgresStore(Store):
         self._batches = GroupCommit()
         try:
             self._pool = await pg.create_pool(self._dsn, min_size=1, max_size=4, reset=_keep_session)
+            self._lock_pool = await pg.create_pool(self._dsn, min_size=0, max_size=2, reset=_keep_session)
             self._listener.open()
             if not self.read_only:
                 await self._create_schema()
@@ -239,13 +244,15 @@ class PostgresStore(Store):
                 await conn.close()
             except Exception:  # a dead connection is as good as closed
                 conn.terminate()
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                await pool.close()
-            except BaseException:
-                pool.terminate()
-                raise
+        for attr in ("_lock_pool", "_pool"):
+            pool = getattr(self, attr)
+            setattr(self, attr, None)
+            if pool is not None:
+                try:
+                    await pool.close()
+                except BaseException:
+                    pool.terminate()
+                    raise
 
     # -- appending -------------------------------------------------------------------------
 
@@ -551,11 +558,20 @@ class PostgresStore(Store):
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str) -> AsyncIterator[None]:
-        """A transaction-scoped advisory lock keyed by the schema and ``name``, held on a
-        connection of the pool for the block: every engine on the database waits for it,
-        and it goes away with a dead holder's connection."""
-        pool = self._pool_or_raise()
-        async with pool.acquire() as conn, conn.transaction():
+        """A transaction-scoped advisory lock keyed by the schema and ``name``, held for the
+        block: every engine on the database waits for it, and it goes away with a dead
+        holder's connection.
+
+        Callers in this process queue on a local lock first, and the advisory lock is held
+        on a connection of its own small pool, never the main one: the block's appends and
+        reads need main-pool connections, which concurrent holders would otherwise use up
+        (four concurrent ``enqueue`` calls hung for good that way).
+        """
+        self._pool_or_raise()
+        local = self._named_locks.get(name)
+        if local is None:
+            local = self._named_locks[name] = anyio.Lock()
+        async with local, self._lock_pool.acquire() as conn, conn.transaction():
             await conn.execute(self._sql.named_lock, f"{self.schema}:{name}")
             yield
 

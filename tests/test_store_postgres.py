@@ -261,6 +261,22 @@ async def test_events_queued_behind_a_rejected_batch_never_land(pg_dsn: str, sch
         assert steps(await store.read("wf")) == [(1, "rival")]
 
 
+async def test_a_flush_after_the_refused_batch_was_written_still_raises(pg_dsn: str, schema: str) -> None:
+    """The batch that held our refused append was judged and dropped before we flushed
+    that workflow (we waited for another one of the batch): the flush still raises."""
+    a, b = PostgresStore(pg_dsn, schema=schema), PostgresStore(pg_dsn, schema=schema)
+    async with running(a, b):
+        await b.append("wf", [started(1, "rival")])
+        a.append_nowait("wf", [started(1, "ours")])
+        a.append_nowait("other", [started(1)])
+        await a.flush("other")  # the batch holding both is written now
+        with pytest.raises(SequenceConflictError) as caught:
+            await a.flush("wf")
+        assert caught.value.expected == 1
+        await a.flush("wf")  # reported once
+        assert steps(await b.read("wf")) == [(1, "rival")]
+
+
 async def test_the_database_refuses_a_gap_this_store_cannot_see(pg_dsn: str, schema: str) -> None:
     a, b = PostgresStore(pg_dsn, schema=schema), PostgresStore(pg_dsn, schema=schema)
     async with running(a, b):

@@ -134,6 +134,9 @@ class PostgresStore(Store):
         self._last: dict[str, int] = {}
         self._refused: dict[str, int | str] = {}
         self._batches: GroupCommit[_Batch] = GroupCommit()
+        #: A refused or failed append's error, until a flush of its workflow reports it:
+        #: its batch may be written and gone before the caller flushes.
+        self._unreported: dict[str, StoreError] = {}
         self._running = False
         self._wakeup: anyio.Event | None = None
         self._run_exited: anyio.Event | None = None
@@ -324,12 +327,21 @@ class PostgresStore(Store):
                 # The caller knows now: the workflow's appends are judged afresh.
                 if workflow_id is not None:
                     self._refused.pop(workflow_id, None)
+                    self._unreported.pop(workflow_id, None)
                 elif isinstance(error, SequenceConflictError):
                     self._refused.pop(error.workflow_id, None)
+                    self._unreported.pop(error.workflow_id, None)
                 else:
                     for reported in batch.by_workflow:
                         self._refused.pop(reported, None)
+                        self._unreported.pop(reported, None)
                 raise _copy(error)  # one exception object per waiter: tracebacks stay apart
+        if workflow_id is not None and not batches:
+            # Its batch was judged and dropped before this flush: report what it said.
+            unreported = self._unreported.pop(workflow_id, None)
+            if unreported is not None:
+                self._refused.pop(workflow_id, None)
+                raise _copy(unreported)
 
     async def _write_next(self) -> None:
         assert self._write_lock is not None
@@ -430,6 +442,7 @@ class PostgresStore(Store):
     def _conflict(self, batch: _Batch, workflow_id: str, actual: int) -> None:
         first = batch.by_workflow[workflow_id].first
         batch.errors[workflow_id] = SequenceConflictError(workflow_id, first, actual)
+        self._unreported[workflow_id] = batch.errors[workflow_id]
         self._refused[workflow_id] = actual
         # Events queued since follow the rejected ones: they must not land on the winner's.
         later = self._batches.filling
@@ -451,6 +464,7 @@ class PostgresStore(Store):
                 f"workflow {workflow_id!r}: an earlier append failed ({message}); "
                 "read the workflow again before appending"
             )
+            self._unreported[workflow_id] = batch.failure
             if later is None or workflow_id not in later.by_workflow:
                 self._last.pop(workflow_id, None)
 
@@ -462,6 +476,7 @@ class PostgresStore(Store):
             if workflow_id in batch.by_workflow:
                 return
         self._refused.pop(workflow_id, None)
+        self._unreported.pop(workflow_id, None)  # the caller has read what the store holds
         if last:
             self._last[workflow_id] = last
         else:

@@ -8,7 +8,6 @@ reason when no server can be reached), on both backends where the store allows.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,11 +19,11 @@ import evflow
 import history_workflows as hw
 from evflow.events import AnyEvent, StepFinished, StepStarted, WorkflowStarted
 from evflow.stores import MemoryStore, Store
+from pg_schema import postgres_stores
 from test_cli import evflow_cli
 
 pytestmark = pytest.mark.anyio
 
-DSN = os.environ.get("EVFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 Storage = Callable[[], "str | Store"]
 
@@ -41,19 +40,8 @@ async def storage(
     if request.param == "file":
         yield lambda: str(tmp_path / "store")
         return
-    if anyio_backend != "asyncio":
-        pytest.skip("asyncpg runs on asyncio only")
-    asyncpg = pytest.importorskip("asyncpg")
-    try:
-        conn = await asyncpg.connect(DSN, timeout=5)
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable at {DSN}: {exc}")
-    schema = f"evflow_test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield lambda: evflow.stores.PostgresStore(DSN, schema=schema)
-    finally:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.close()
+    async for factory in postgres_stores(anyio_backend):
+        yield factory
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ import history_workflows as hw
 from evflow.engine import _history
 from evflow.stores import MemoryStore, Store
 from evflow.stores.file._layout import log_file_name
+from pg_schema import postgres_stores
 from test_cli import evflow_cli
 
-DSN = os.environ.get("EVFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 TESTS_DIR = Path(__file__).resolve().parent
 
 Storage = Callable[[], "str | Store"]
@@ -43,19 +43,8 @@ async def storage(
     if request.param == "file":
         yield lambda: str(tmp_path / "store")
         return
-    if anyio_backend != "asyncio":
-        pytest.skip("asyncpg runs on asyncio only")
-    asyncpg = pytest.importorskip("asyncpg")
-    try:
-        conn = await asyncpg.connect(DSN, timeout=5)
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable at {DSN}: {exc}")
-    schema = f"evflow_test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield lambda: evflow.stores.PostgresStore(DSN, schema=schema)
-    finally:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.close()
+    async for factory in postgres_stores(anyio_backend):
+        yield factory
 
 
 @pytest.fixture

@@ -20,10 +20,9 @@ import pytest
 import evflow
 from evflow._context import current_step
 from evflow.stores import MemoryStore, Store
+from pg_schema import postgres_stores
 
 pytestmark = pytest.mark.anyio
-
-DSN = os.environ.get("EVFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 class Probe:
@@ -93,24 +92,8 @@ async def storage(
     elif request.param == "file":
         yield lambda: str(tmp_path / "store")
     else:
-        async for factory in _postgres(anyio_backend):
+        async for factory in postgres_stores(anyio_backend):
             yield factory
-
-
-async def _postgres(anyio_backend: str) -> AsyncIterator[StoreFactory]:
-    if anyio_backend != "asyncio":
-        pytest.skip("asyncpg runs on asyncio only")
-    asyncpg = pytest.importorskip("asyncpg")
-    try:
-        conn = await asyncpg.connect(DSN, timeout=5)
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable at {DSN}: {exc}")
-    schema = f"evflow_test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield lambda: evflow.stores.PostgresStore(DSN, schema=schema)
-    finally:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.close()
 
 
 @pytest.fixture(params=["shared-memory", "postgres"])
@@ -119,7 +102,7 @@ async def shared(request: pytest.FixtureRequest, anyio_backend: str) -> AsyncIte
         store = SharedMemoryStore()
         yield lambda: store
     else:
-        async for factory in _postgres(anyio_backend):
+        async for factory in postgres_stores(anyio_backend):
             yield factory
 
 

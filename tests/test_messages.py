@@ -25,11 +25,11 @@ from evflow._errors import UnencodableError
 from evflow._events import AnyEvent, MessageReceived, StepFinished, StepStarted
 from evflow.stores import FileStore, Store
 from evflow.waiting._listeners import resolve_listener
+from pg_schema import DSN, postgres_stores
 
 pytestmark = pytest.mark.anyio
 
 TESTS_DIR = Path(__file__).parent
-DSN = os.environ.get("EVFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 #: Gates that steps wait on, by name (set by the tests).
 GATES: dict[str, anyio.Event] = {}
@@ -91,17 +91,8 @@ async def store(setup: tuple[str, str], tmp_path: Path) -> AsyncIterator[StoreFa
     elif kind == "file":
         yield lambda: str(tmp_path / "store")
     else:
-        asyncpg = pytest.importorskip("asyncpg")
-        try:
-            conn = await asyncpg.connect(DSN, timeout=5)
-        except Exception as exc:
-            pytest.skip(f"PostgreSQL not reachable at {DSN}: {exc}")
-        schema = f"evflow_test_{os.urandom(6).hex()}"
-        try:
-            yield lambda: evflow.stores.PostgresStore(DSN, schema=schema)
-        finally:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            await conn.close()
+        async for factory in postgres_stores("asyncio"):  # paired with asyncio in the params
+            yield factory
 
 
 async def until(condition: Callable[[], Any]) -> None:

@@ -4,7 +4,6 @@ from anywhere, latest value wins, recorded as ``EventPublished`` and folded."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -19,10 +18,10 @@ import evflow
 from evflow._errors import UnencodableError
 from evflow._events import EventPublished
 from evflow.stores import MemoryStore, Store
+from pg_schema import postgres_stores
 
 pytestmark = pytest.mark.anyio
 
-DSN = os.environ.get("EVFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 gates: dict[str, anyio.Event] = {}
 
@@ -175,17 +174,8 @@ async def shared(setup: tuple[str, str]) -> AsyncIterator[Callable[[], Store]]:
         store = SharedMemoryStore()
         yield lambda: store
         return
-    asyncpg = pytest.importorskip("asyncpg")
-    try:
-        conn = await asyncpg.connect(DSN, timeout=5)
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable at {DSN}: {exc}")
-    schema = f"evflow_test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield lambda: evflow.stores.PostgresStore(DSN, schema=schema)
-    finally:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.close()
+    async for factory in postgres_stores("asyncio"):  # paired with asyncio in the params
+        yield factory
 
 
 class TestAcrossEngines:

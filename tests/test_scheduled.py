@@ -12,7 +12,6 @@ can be reached).
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -25,10 +24,10 @@ import evflow
 from evflow.events import WorkflowStarted
 from evflow.schedules import ScheduleService, _schedule, _service
 from evflow.stores import MemoryStore, Store
+from pg_schema import postgres_stores
 
 pytestmark = pytest.mark.anyio
 
-DSN = os.environ.get("EVFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 #: 2030-01-01T00:00:00Z, a fire time of every cron expression below.
 T0 = 1893456000.0
@@ -284,19 +283,8 @@ async def shared(request: pytest.FixtureRequest, anyio_backend: str) -> AsyncIte
         store = SharedMemoryStore()
         yield lambda: store
         return
-    if anyio_backend != "asyncio":
-        pytest.skip("asyncpg runs on asyncio only")
-    asyncpg = pytest.importorskip("asyncpg")
-    try:
-        conn = await asyncpg.connect(DSN, timeout=5)
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable at {DSN}: {exc}")
-    schema = f"evflow_test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield lambda: evflow.stores.PostgresStore(DSN, schema=schema)
-    finally:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.close()
+    async for factory in postgres_stores(anyio_backend):
+        yield factory
 
 
 async def test_two_engines_on_a_shared_store_start_each_fire_time_once(

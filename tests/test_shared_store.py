@@ -7,7 +7,6 @@ PostgreSQL (asyncio; skipped with the reason when no server can be reached).
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -19,10 +18,10 @@ from anyio.abc import TaskStatus
 import evflow
 from evflow.events import AnyEvent, Event, StepStarted, WorkflowCanceled, WorkflowStarted
 from evflow.stores import MemoryStore, Store
+from pg_schema import postgres_stores
 
 pytestmark = pytest.mark.anyio
 
-DSN = os.environ.get("EVFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 gates: dict[str, anyio.Event] = {}
 executions: list[str] = []
@@ -55,19 +54,8 @@ async def stores(request: pytest.FixtureRequest, anyio_backend: str) -> AsyncIte
         shared = SharedMemoryStore()
         yield lambda: shared
         return
-    if anyio_backend != "asyncio":
-        pytest.skip("asyncpg runs on asyncio only")
-    asyncpg = pytest.importorskip("asyncpg")
-    try:
-        conn = await asyncpg.connect(DSN, timeout=5)
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable at {DSN}: {exc}")
-    schema = f"evflow_test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield lambda: evflow.stores.PostgresStore(DSN, schema=schema)
-    finally:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.close()
+    async for factory in postgres_stores(anyio_backend):
+        yield factory
 
 
 async def wait_status(engine: evflow.Engine, wid: str, status: str) -> None:

@@ -272,11 +272,13 @@ async def test_cancel_while_the_running_engine_appends_at_the_same_seq(stores: S
 
 
 async def test_cancel_lands_before_the_running_engine_appends(stores: StoreFactory) -> None:
-    """The other order: b's WorkflowCanceled takes seq 2 and a's StepStarted comes too late."""
+    """The other order: b's WorkflowCanceled takes seq 2 and a's StepStarted comes too late.
+
+    (b's view cannot ask a to cancel, as a store without remote cancels: b appends.)"""
     key = uuid.uuid4().hex
     gates[key] = anyio.Event()
     a_store = Interleaving(stores(), hold=StepStarted)
-    async with evflow.Engine(a_store) as a, evflow.Engine(stores()) as b:
+    async with evflow.Engine(a_store) as a, evflow.Engine(Interleaving(stores())) as b:
         handle = await a.run_async(gated.step(key), "wf")
         await wait_status(b, "wf", "RUNNING")
         with anyio.fail_after(20):

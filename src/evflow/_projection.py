@@ -263,6 +263,8 @@ class WorkflowState:
             "user_metadata": _copy_json(self.user_metadata),
             "stats": _stats(self.start_time, self.end_time),
         }
+        if self.live and self.owner is not None and out["status"] == "RUNNING":
+            out["engine_id"] = self.owner  # the engine that runs it now
         if self.forked_from is not None:
             origin = self.forked_from
             out["forked_from"] = {"workflow_id": origin.workflow_id, "seq": origin.seq}

@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 import re
-import sys
 from typing import Any
 
 from .._check import UNFINISHED, CheckProblem, check_workflow, steps_to_rerun
@@ -17,7 +14,8 @@ from .._liveness import owner_is_live
 from .._projection import WorkflowState
 from .._replay import fold, load_events, open_reader
 from ..engine import Engine
-from ._format import fmt_json, out, quote_id, report_error, table, warn
+from ._format import fmt_json, out, quote_id, report_error, table
+from ._imports import import_modules
 from ._options import Options
 
 __all__ = ["cmd_check", "cmd_diff", "cmd_fork", "cmd_prune", "parse_duration", "print_diff"]
@@ -36,27 +34,11 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
-def _import_modules(modules: list[str] | None) -> bool:
-    """Import the user's modules (the current directory first on ``sys.path``, as
-    ``python -m`` has it); False, with one line on stderr each, when one fails."""
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-    ok = True
-    for module in modules or ():
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # the user's module may raise anything while importing
-            warn(f"error: cannot import {module}: {type(exc).__name__}: {exc}")
-            ok = False
-    return ok
-
-
 # -- fork ---------------------------------------------------------------------------------------
 
 
 async def cmd_fork(opts: Options, args: argparse.Namespace) -> int:
-    if not _import_modules(args.imports):
+    if not import_modules(args.imports):
         return 1
     async with Engine(opts.storage) as engine:
         handle = await engine.fork(args.workflow_id, args.new_id, from_step=args.from_step, as_of=args.as_of)
@@ -138,7 +120,7 @@ def print_diff(result: WorkflowDiff) -> None:
 
 
 async def cmd_check(opts: Options, args: argparse.Namespace) -> int:
-    if not _import_modules(args.imports):
+    if not import_modules(args.imports):
         return 1
     failed = False
     states: list[WorkflowState] = []

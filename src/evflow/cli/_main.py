@@ -24,6 +24,7 @@ from ._demo import cmd_demo
 from ._format import report_error, warn
 from ._options import Options
 from ._ui import cmd_ui
+from ._worker import cmd_worker
 
 __all__ = ["build_parser", "main"]
 
@@ -140,11 +141,46 @@ def build_parser() -> argparse.ArgumentParser:
     command("demo", cmd_demo, "run a small real workflow and print its metadata")
     _add_history_commands(command)
 
+    p = command("worker", cmd_worker, "run queued and scheduled workflows, taking over those of dead workers")
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        required=True,
+        metavar="MODULE",
+        help="import this module first (your step, queue and schedule modules; repeatable)",
+    )
+    p.add_argument(
+        "--queue",
+        dest="queues",
+        action="append",
+        metavar="NAME",
+        help="start the pending workflows of this queue only (repeatable; default: every declared queue)",
+    )
+    p.add_argument(
+        "--recovery-interval",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="take over a dead worker's workflows within this long (default: 5)",
+    )
+    p.add_argument("--engine-id", metavar="ID", help="this worker's engine id (default: host, pid, random)")
+
     p = command("ui", cmd_ui, "serve the web dashboard and JSON API over the store (needs evflow[web])")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8265, help="port to listen on (default: 8265)")
     p.add_argument("--read-only", action="store_true", help="serve reads only; never take the store's lock")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.5 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"a recovery interval is 0.5 to 3600 seconds, not {text!r}")
+    return value
 
 
 def _tolerance(text: str) -> float:

@@ -566,6 +566,10 @@ class EngineCore:
                     if not self.store.shared:
                         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                             await self.sync_known(wid)  # else _lost keeps the cause
+                    elif is_store_failure(self._lost.get(wid)):
+                        # nobody took it from us: offer it to any engine's recovery
+                        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                            await self.store.disown(wid, orphan=True)
             finally:
                 self._runs.pop(wid, None)
                 reread = self._states.get(wid)

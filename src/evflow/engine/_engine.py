@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -26,6 +27,7 @@ from .._errors import (
 )
 from .._events import FORMAT_VERSION, StepSpec, WorkflowCanceled, WorkflowStarted
 from .._handle import WorkflowHandle
+from .._liveness import is_left_running
 from .._projection import StepStatus, WorkflowState, WorkflowStatus
 from .._step import Node, validate_metadata, validate_workflow_id
 from ..stores import Store
@@ -37,12 +39,18 @@ from ._kinds import open_services
 from ._messages import MailboxService, send
 from ._published import get_event
 from ._queues import Queue, QueueRunner, deadline_after
+from ._recovery import OwnershipService, scan_interval
 
 __all__ = ["Engine", "StatusFilter", "current_engine", "default_engine"]
+
+log = logging.getLogger("evflow.recovery")
 
 S = TypeVar("S")
 
 StatusFilter = WorkflowStatus | str | Iterable[WorkflowStatus | str] | None
+
+#: While another engine cancels a workflow at this one's request, ask it again this often.
+_REMOTE_CANCEL_RECHECK = 0.5
 
 
 class Engine:
@@ -58,6 +66,13 @@ class Engine:
     ``run_async`` calls are recorded PENDING and start in order); ``max_pending_workflows``
     caps those waiting (``QueueFullError`` beyond it, nothing written).
 
+    ``recover=True`` resumes the store's RESUMABLE workflows on open and, on a shared
+    store (PostgreSQL), keeps taking over the workflows of engines that died, each by one
+    live engine, within ``recovery_interval`` seconds of the death (docs/scale-out.md).
+    ``engine_id`` names this engine in the log and in ``get_metadata`` (default: host,
+    pid and a random part). ``queues``: start the pending workflows of these queues only
+    (default: every declared queue); it still enqueues to any.
+
     Entering opens the store, recovers state from the log and makes this the current
     engine; leaving interrupts running workflows (they report RESUMABLE) and closes it.
     """
@@ -70,18 +85,43 @@ class Engine:
         allow_pickle: bool = True,
         max_running_workflows: int | None = None,
         max_pending_workflows: int | None = None,
+        recover: bool = False,
+        recovery_interval: float = 5.0,
+        engine_id: str | None = None,
+        queues: Iterable[Queue] | None = None,
     ) -> None:
         if durability not in ("strict", "relaxed"):
             raise ValueError(f"durability must be 'strict' or 'relaxed', not {durability!r}")
+        if not isinstance(recover, bool):
+            raise TypeError(f"recover must be True or False, not {recover!r}")
+        if isinstance(recovery_interval, bool) or not isinstance(recovery_interval, (int, float)):
+            raise TypeError(f"recovery_interval must be a number of seconds, not {recovery_interval!r}")
+        if not 0.5 <= recovery_interval <= 3600:
+            raise ValueError(f"recovery_interval must be 0.5 to 3600 seconds, not {recovery_interval!r}")
+        if engine_id is None:
+            engine_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        elif not isinstance(engine_id, str):
+            raise TypeError(f"engine_id must be a str, not {type(engine_id).__name__}")
+        elif not engine_id or len(engine_id) > 200 or not engine_id.isprintable():
+            raise ValueError(f"engine_id must be 1 to 200 printable characters, not {engine_id!r}")
         self.store: Store = open_store(storage, durability=durability)
         #: This engine's id, recorded as the ``owner`` of every run it starts.
-        self.engine_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.engine_id = engine_id
         self.store.owner_id = self.engine_id
+        #: Another engine may judge this one dead after this long without a renewal: well
+        #: inside ``recovery_interval``, so a death is noticed and acted on within it.
+        self.store.lease = recovery_interval * 0.6
+        self.recover = recover
+        self.recovery_interval = float(recovery_interval)
         self.allow_pickle = allow_pickle
         self.durability = durability
         self._core = EngineCore(self, self.store, engine_id=self.engine_id, allow_pickle=allow_pickle)
         self._queues = QueueRunner(
-            self._core, self, max_running=max_running_workflows, max_pending=max_pending_workflows
+            self._core,
+            self,
+            max_running=max_running_workflows,
+            max_pending=max_pending_workflows,
+            serve_only=queues,
         )
         self._context_token: object = None
 
@@ -98,10 +138,27 @@ class Engine:
         await self._core.open()
         if self._queues.wanted():
             self._queues.ensure_started()
+        tg = self._core.require_open()
         if self.store.shared:  # other engines post messages for the workflows this one runs
-            self._core.require_open().start_soon(
-                self._core.service(MailboxService).run, name="evflow mailbox"
-            )
+            tg.start_soon(self._core.service(MailboxService).run, name="evflow mailbox")
+            ownership = self._core.service(OwnershipService)
+            tg.start_soon(ownership.serve_cancels, name="evflow remote cancels")
+            tg.start_soon(ownership.serve_lapses, name="evflow lease")
+        try:
+            if self.recover:  # the RESUMABLE workflows run again before the block begins
+                if self.store.shared:
+                    await ownership.recover_once(self._take_over)
+                    scan = scan_interval(self.recovery_interval)
+                    tg.start_soon(ownership.recover, self._take_over, scan, name="evflow recovery")
+                else:
+                    for wid, _handle in await self.resume_all():
+                        log.info("resumed workflow %r", wid)
+        except BaseException:
+            try:
+                await self._core.close()
+            finally:
+                self._queues.stopped()
+            raise
         self._context_token = _context.set_current_engine(self)
         _context.open_engines.append(self)
         for service in open_services():  # schedules
@@ -388,6 +445,24 @@ class Engine:
         await core.sync(workflow_id)  # re-reads a workflow whose last write failed
         return await self._resume_locked(workflow_id)
 
+    async def _take_over(self, workflow_id: str) -> bool:
+        """Run a workflow the store's owner index just gave this engine (recovery): its
+        previous owner is gone or let go of it. Whether a run started here."""
+        core = self._core
+        async with core.claim_lock:
+            if core.run_of(workflow_id) is not None:
+                return False
+            if not await core.sync_known(workflow_id):
+                return False
+            state = core.find_state(workflow_id)
+            if state is None or not is_left_running(state) or state.status is WorkflowStatus.CANCELED:
+                # finished, pending or broken meanwhile: nobody is to run it
+                await self.store.disown(workflow_id, orphan=False)
+                return False
+            state.live = False  # the index says its owner is gone, whatever it last looked like
+            await self._resume_locked(workflow_id)
+            return core.run_of(workflow_id) is not None
+
     async def _resume_locked(self, workflow_id: str) -> WorkflowHandle:
         core = self._core
         await core.settle(workflow_id)
@@ -454,8 +529,20 @@ class Engine:
                 await run.wait_done()
             state = await core.sync(workflow_id)  # the run may have let go of it
         while state.run_status not in (WorkflowStatus.SUCCESSFUL, WorkflowStatus.CANCELED):
-            # On a shared store this may be another engine's running workflow: that engine
-            # lets go of it at its next append, which the store refuses.
+            if (
+                self.store.shared
+                and state.live
+                and core.run_of(workflow_id) is None
+                and await self.store.request_cancel(workflow_id)
+            ):
+                # Another live engine runs it: it was asked to cancel its run now (it
+                # records WorkflowCanceled); look again until it has, or it went away.
+                with anyio.move_on_after(_REMOTE_CANCEL_RECHECK):
+                    await self.store.wait_for_events(workflow_id, state.last_seq)
+                state = await core.sync(workflow_id)
+                continue
+            # On a shared store this may still be another engine's running workflow (it
+            # appended a claim meanwhile): it lets go at its next append, which fails.
             try:
                 core.emit(state, (WorkflowCanceled, {}))
                 await self.store.flush(workflow_id)

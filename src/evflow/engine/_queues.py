@@ -194,9 +194,18 @@ class QueueRunner:
         *,
         max_running: int | None = None,
         max_pending: int | None = None,
+        serve_only: Iterable[Queue] | None = None,
     ) -> None:
         self.core = core
         self.host = host
+        #: The names of the queues whose pending workflows this engine starts (None: all).
+        self.serve_only: set[str] | None = None
+        if serve_only is not None:
+            self.serve_only = set()
+            for queue in serve_only:
+                if not isinstance(queue, Queue) or queue.name is None:
+                    raise TypeError(f"queues must be declared evflow.Queue objects, not {queue!r}")
+                self.serve_only.add(queue.name)
         self.max_running = _limit("max_running_workflows", max_running)
         if max_pending is not None and (
             isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 0
@@ -404,6 +413,8 @@ class QueueRunner:
         for lane in list(self._lanes.values()):
             if not lane.pending and not (shared and lane.running - lane.here):
                 continue
+            if self.serve_only is not None and lane.name is not None and lane.name not in self.serve_only:
+                continue  # another worker's queue (``Engine(queues=...)``)
             if shared and lane.name is not None:
                 async with self.core.store.lock(_lock_name(lane.name)):
                     await self._refresh(lane)

@@ -49,6 +49,9 @@ class Store(abc.ABC):
     #: The id of the engine using this store, set by the engine before ``open``; stores
     #: that are ``shared`` advertise it so that ``owner_alive`` works from elsewhere.
     owner_id: str | None = None
+    #: Seconds an engine of a ``shared`` store stays live without renewing its lease (set
+    #: by the engine before ``open``; see ``lease_ok``).
+    lease: float = 3.0
     #: The process-local locks of ``lock`` by name (made on first use).
     _named_locks: dict[str, anyio.Lock]
 
@@ -162,6 +165,44 @@ class Store(abc.ABC):
         listens. A store without a mailbox never has mail: it waits forever."""
         await anyio.sleep_forever()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- ownership across engines (shared stores; the defaults suit a single writer) --------
+
+    def lease_ok(self) -> bool:
+        """Whether no other engine can have judged this one dead (its lease holds)."""
+        return True
+
+    async def wait_lapse(self) -> None:
+        """Return when this engine finds its lease had run out (a shared store's engine
+        paused or cut off): it must check which of its workflows are still its own."""
+        await anyio.sleep_forever()
+
+    async def claim_orphans(self, limit: int) -> list[tuple[str, str]]:
+        """Make this engine the owner of up to ``limit`` workflows whose logs leave them
+        going but that no live engine runs; ``(workflow id, previous owner)`` of each, and
+        never the same one to two engines. None in a single-writer store: its engine
+        finds them in its own state."""
+        return []
+
+    async def disown(self, workflow_id: str, *, orphan: bool) -> None:
+        """This engine does not run the workflow although it was its owner: ``orphan``
+        offers it to any engine's recovery (it let go of it), else nobody runs it."""
+
+    async def not_owned(self, workflow_ids: Sequence[str]) -> list[str]:
+        """Those of ``workflow_ids`` another engine has taken over from this one."""
+        return []
+
+    async def request_cancel(self, workflow_id: str) -> bool:
+        """Ask whichever engine runs the workflow to cancel it now (best effort: the
+        caller also records the cancel itself when that engine goes away); False when
+        the store has no way to ask (the caller then appends the cancel itself)."""
+        return False
+
+    async def wait_cancel_requests(self, recheck: float) -> set[str]:
+        """The workflows whose cancel was requested since the last call, or an empty set
+        after ``recheck`` seconds."""
+        await anyio.sleep(recheck)
+        return set()
 
     async def owner_alive(self, owner: str | None) -> bool:
         """Whether the engine with id ``owner`` is alive and using this store.

@@ -4,7 +4,9 @@ Each committed batch sends ``NOTIFY`` on a per-schema channel with a JSON array 
 workflow ids (``"*"`` when it would not fit, see ``note``); ``Listener`` LISTENs on a
 dedicated connection and wakes whoever waits for one of those workflows. Mail posted to
 the mailbox sends ``"@"`` followed by that array (``mail_note``): it wakes whoever waits
-for mail (``wait_mail``).
+for mail (``wait_mail``). A cancel asked of the engine that runs a workflow sends ``"!"``
+followed by that array (``cancel_note``): the engines' cancel waiters hear it
+(``wait_cancels``). Notifications are not durable: whoever sends one also checks again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import anyio
 
-__all__ = ["LISTEN_RECHECK", "Listener", "mail_note", "note"]
+__all__ = ["LISTEN_RECHECK", "Listener", "cancel_note", "mail_note", "note"]
 
 #: NOTIFY payloads are limited to 8000 bytes; a longer id list is replaced by "*".
 _NOTIFY_LIMIT = 7900
@@ -36,6 +38,11 @@ def mail_note(workflow_id: str) -> str:
     return "@" + note([workflow_id])
 
 
+def cancel_note(workflow_id: str) -> str:
+    """The NOTIFY payload asking the engine that runs the workflow to cancel it."""
+    return "!" + note([workflow_id])
+
+
 class Listener:
     """The LISTEN connection of a store (made on first use) and who waits for what."""
 
@@ -51,6 +58,9 @@ class Listener:
         #: Mail notifications heard so far, and the events mail waiters sleep on.
         self.mail_count = 0
         self.mail_waiters: set[anyio.Event] = set()
+        #: Workflows whose cancel was asked since ``wait_cancels`` last returned.
+        self.cancel_requests: set[str] = set()
+        self._cancel_heard: anyio.Event | None = None
 
     def open(self) -> None:
         self._lock = anyio.Lock()
@@ -103,6 +113,17 @@ class Listener:
             self.mail_waiters.discard(woken)
         return self.mail_count
 
+    async def wait_cancels(self, recheck: float) -> set[str]:
+        """The workflows whose cancel was asked since the last call (empty after
+        ``recheck`` seconds without any)."""
+        await self._listen()
+        if not self.cancel_requests:
+            heard = self._cancel_heard = anyio.Event()
+            with anyio.move_on_after(recheck):
+                await heard.wait()
+        requests, self.cancel_requests = self.cancel_requests, set()
+        return requests
+
     async def _listen(self) -> bool:
         """Make sure the LISTEN connection is up; False if it cannot be."""
         if self._conn is not None and not self._conn.is_closed():
@@ -139,6 +160,16 @@ class Listener:
             for event in self.mail_waiters:
                 event.set()
             return
+        if payload.startswith("!"):
+            try:
+                ids = json.loads(payload[1:])
+            except ValueError:
+                return
+            if isinstance(ids, list):
+                self.cancel_requests.update(i for i in ids if isinstance(i, str))
+                if self._cancel_heard is not None:
+                    self._cancel_heard.set()
+            return
         if payload.startswith("["):
             try:
                 ids = json.loads(payload)
@@ -155,6 +186,8 @@ class Listener:
         self._wake_all()  # waiters re-check, then reconnect or poll
 
     def _wake_all(self) -> None:
+        if self._cancel_heard is not None:
+            self._cancel_heard.set()
         for event in self.mail_waiters:
             event.set()
         for events in self.waiters.values():

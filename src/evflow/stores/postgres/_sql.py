@@ -3,11 +3,24 @@ locks it takes.
 
 Layout (schema ``evflow`` by default, created on ``open``)::
 
-    workflows(workflow_id text PRIMARY KEY, last_seq bigint)      one row per log
+    workflows(workflow_id text PRIMARY KEY, last_seq bigint,      one row per log
+              owner text)      the engine whose run the log leaves going (see below)
     events(workflow_id text, seq bigint, time float8, type text, payload bytea,
            PRIMARY KEY (workflow_id, seq))                         payload = encode_event
     mailbox(id bigserial PRIMARY KEY, workflow_id text, message bytea, created float8)
                                   messages for a workflow another live engine runs
+    engines(engine_id text PRIMARY KEY, lock_key int, heartbeat timestamptz, lease float8)
+                                  the writing engines and their leases
+
+``workflows.owner`` is an index of who must run what, kept by the appends themselves: a
+batch holding a ``WorkflowStarted`` (not pending) sets it to that event's owner, one
+holding the run's end (finished, failed, canceled) or a pending start clears it (NULL).
+``''`` marks a run its live owner let go of. Recovery looks for workflows whose owner
+is ``''`` or not a live engine; ``UPDATE ... FOR UPDATE SKIP LOCKED`` hands each to one.
+
+An engine is live while it holds its advisory lock (it goes with its connection: a
+crash) *and* its heartbeat is younger than its lease (a paused or cut-off process),
+judged by the database's clock, never the engines'.
 """
 
 from __future__ import annotations
@@ -27,7 +40,9 @@ class Sql:
     def __init__(self, s: str) -> None:
         self.tables_exist = (
             f"SELECT to_regclass('{s}.workflows') IS NOT NULL AND to_regclass('{s}.events') IS NOT NULL"
-            f" AND to_regclass('{s}.mailbox') IS NOT NULL"
+            f" AND to_regclass('{s}.mailbox') IS NOT NULL AND to_regclass('{s}.engines') IS NOT NULL"
+            f" AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{s}.workflows')"
+            " AND attname = 'owner' AND NOT attisdropped)"
         )
         self.create = f"""
             CREATE SCHEMA IF NOT EXISTS {s};
@@ -35,6 +50,9 @@ class Sql:
                 workflow_id text PRIMARY KEY,
                 last_seq bigint NOT NULL
             );
+            ALTER TABLE {s}.workflows ADD COLUMN IF NOT EXISTS owner text;
+            CREATE INDEX IF NOT EXISTS workflows_owner ON {s}.workflows (owner)
+                WHERE owner IS NOT NULL;
             CREATE TABLE IF NOT EXISTS {s}.events (
                 workflow_id text NOT NULL,
                 seq bigint NOT NULL,
@@ -50,22 +68,30 @@ class Sql:
                 created double precision NOT NULL
             );
             CREATE INDEX IF NOT EXISTS mailbox_workflow_id ON {s}.mailbox (workflow_id);
+            CREATE TABLE IF NOT EXISTS {s}.engines (
+                engine_id text PRIMARY KEY,
+                lock_key integer NOT NULL,
+                heartbeat timestamptz NOT NULL,
+                lease double precision NOT NULL
+            );
         """
         # Move each workflow's last_seq from first_seq - 1 (row-locked: a concurrent append
         # to it waits, then misses) or create it at seq 1; ``accepted`` is who succeeded.
+        # ``own``: NULL leaves the owner index as it is, '' clears it, else the new owner.
         claim = f"""
             WITH batch AS (
-                SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
-                    AS b(workflow_id, first_seq, last_seq)
+                SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[])
+                    AS b(workflow_id, first_seq, last_seq, own)
             ), moved AS (
-                UPDATE {s}.workflows AS w SET last_seq = batch.last_seq
+                UPDATE {s}.workflows AS w SET last_seq = batch.last_seq,
+                    owner = CASE WHEN batch.own IS NULL THEN w.owner ELSE NULLIF(batch.own, '') END
                 FROM batch
                 WHERE batch.first_seq > 1 AND w.workflow_id = batch.workflow_id
                     AND w.last_seq = batch.first_seq - 1
                 RETURNING w.workflow_id
             ), created AS (
-                INSERT INTO {s}.workflows (workflow_id, last_seq)
-                SELECT workflow_id, last_seq FROM batch WHERE first_seq = 1
+                INSERT INTO {s}.workflows (workflow_id, last_seq, owner)
+                SELECT workflow_id, last_seq, NULLIF(own, '') FROM batch WHERE first_seq = 1
                 ON CONFLICT (workflow_id) DO NOTHING
                 RETURNING workflow_id
             ), accepted AS (
@@ -75,18 +101,18 @@ class Sql:
             SELECT ids, CASE WHEN cardinality(ids) > 0 THEN pg_notify(${0}, ${1}) END
             FROM (SELECT array(SELECT workflow_id FROM accepted) AS ids) AS a"""
         # The claim alone (the events follow by COPY in the same transaction) ...
-        self.claim = claim + notify.format(4, 5)
+        self.claim = claim + notify.format(5, 6)
         # ... or with the accepted workflows' events, in one statement and round trip.
         self.append = (
             claim
             + f""", inserted AS (
                 INSERT INTO {s}.events (workflow_id, seq, time, type, payload)
                 SELECT e.workflow_id, e.seq, e.time, e.type, e.payload
-                FROM unnest($4::text[], $5::bigint[], $6::float8[], $7::text[], $8::bytea[])
+                FROM unnest($5::text[], $6::bigint[], $7::float8[], $8::text[], $9::bytea[])
                     AS e(workflow_id, seq, time, type, payload)
                 WHERE e.workflow_id IN (SELECT workflow_id FROM accepted)
             )"""
-            + notify.format(9, 10)
+            + notify.format(10, 11)
         )
         self.last_seqs = (
             f"SELECT workflow_id, last_seq FROM {s}.workflows WHERE workflow_id = ANY($1::text[])"
@@ -115,11 +141,42 @@ class Sql:
         )
         self.delete_mail = f"DELETE FROM {s}.mailbox WHERE id = ANY($1::bigint[])"
         self.delete_workflow_mail = f"DELETE FROM {s}.mailbox WHERE workflow_id = $1"
-        self.lock_held = """
-            SELECT EXISTS (
-                SELECT 1 FROM pg_locks
-                WHERE locktype = 'advisory' AND granted AND objsubid = 2
-                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                    AND classid = $1::int4::oid AND objid = $2::int4::oid
+        # The live engines: their advisory lock is held and their lease has not run out.
+        live = f"""
+            SELECT e.engine_id FROM {s}.engines AS e
+            WHERE clock_timestamp() - e.heartbeat <= make_interval(secs => e.lease)
+                AND EXISTS (
+                    SELECT 1 FROM pg_locks AS l
+                    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                        AND l.classid = {OWNER_LOCK}::int4::oid AND l.objid = e.lock_key::int4::oid
+                )"""
+        self.engine_alive = f"SELECT EXISTS ({live} AND e.engine_id = $1)"
+        self.heartbeat = f"""
+            INSERT INTO {s}.engines (engine_id, lock_key, heartbeat, lease)
+            VALUES ($1, $2, clock_timestamp(), $3)
+            ON CONFLICT (engine_id) DO UPDATE
+                SET lock_key = $2, heartbeat = clock_timestamp(), lease = $3"""
+        self.leave = f"DELETE FROM {s}.engines WHERE engine_id = $1"
+        # Hand up to $2 workflows left going by no live engine (or let go: '') to $1, each
+        # to exactly one claimer; returns them with the owner they had.
+        self.claim_orphans = f"""
+            WITH picked AS (
+                SELECT w.workflow_id, w.owner FROM {s}.workflows AS w
+                WHERE w.owner IS NOT NULL AND w.owner <> $1
+                    AND (w.owner = '' OR w.owner NOT IN ({live}))
+                LIMIT $2
+                FOR UPDATE OF w SKIP LOCKED
             )
-        """
+            UPDATE {s}.workflows AS w SET owner = $1 FROM picked
+            WHERE w.workflow_id = picked.workflow_id
+            RETURNING w.workflow_id, picked.owner"""
+        # Drop the index entry of a workflow this engine holds there but does not run:
+        # $3 true marks it let go of ('': anyone's recovery takes it), false clears it.
+        self.disown = f"""
+            UPDATE {s}.workflows SET owner = CASE WHEN $3 THEN '' END
+            WHERE workflow_id = $1 AND owner = $2"""
+        self.not_owned = f"""
+            SELECT workflow_id FROM {s}.workflows
+            WHERE workflow_id = ANY($1::text[]) AND owner IS DISTINCT FROM $2"""
+        self.cancel_note = "SELECT pg_notify($1, $2)"

@@ -15,11 +15,15 @@ are refused too: they were built on the rejected events. After that, appends tha
 the stored log are accepted, so an engine must not keep appending to a workflow whose
 append raised ``SequenceConflictError``: another engine owns it.
 
-Liveness: a writing store with an ``owner_id`` holds ``pg_advisory_lock(OWNER_LOCK,
-<crc32 of the id>)`` on a dedicated connection while open; the session lock goes away with
-the connection, so a crashed engine never looks alive. ``owner_alive`` looks for that lock
-in ``pg_locks`` (rather than taking it) so readers never race each other or block an
-engine.
+Liveness and leases: a writing store with an ``owner_id`` holds ``pg_advisory_lock(OWNER_LOCK,
+<crc32 of the id>)`` on a dedicated connection while open (the session lock goes away with
+the connection, so a crashed engine never looks alive) and renews a heartbeat row in
+``engines`` every ``lease / 6`` seconds on that connection. An engine is live while both
+hold (``owner_alive`` looks for the lock in ``pg_locks`` rather than taking it, and
+compares the heartbeat with the database's clock). Once ``lease`` seconds have passed
+since its last renewal was sent (a paused process, a network cut), the store refuses
+appends until it renews again (``lease_ok``): by then another engine may have taken its
+workflows over. Whatever it still tries to append is fenced by the seqs anyway.
 
 Each committed batch sends ``NOTIFY`` on a per-schema channel with a JSON array of workflow
 ids (``"*"`` when it would not fit), which ``wait_for_events`` listens for.
@@ -45,7 +49,7 @@ from ..._events import AnyEvent, Event
 from .._base import Store, check_sequence
 from .._group_commit import Batch, GroupCommit
 from ._dsn import DEFAULT_SCHEMA, check_schema, pop_schema, redact
-from ._notify import Listener, mail_note, note
+from ._notify import Listener, cancel_note, mail_note, note
 from ._sql import DDL_LOCK, OWNER_LOCK, Sql
 
 __all__ = ["PostgresStore"]
@@ -55,6 +59,8 @@ _COMMIT_TIMEOUT = 30.0
 _DEADLOCK_RETRIES = 5
 #: Batches with this many events are COPYed (measured crossover, see ``_insert``).
 _COPY_FROM = 128
+#: The events that change ``workflows.owner``: a start sets it, a run's end clears it.
+_OWNING = frozenset({"WorkflowStarted", "WorkflowFinished", "WorkflowFailed", "WorkflowCanceled"})
 
 
 def _import_asyncpg() -> Any:
@@ -74,11 +80,13 @@ async def _keep_session(conn: Any) -> None:
 class _WorkflowRows:
     """One workflow's events within one batch, encoded as rows, from seq ``first`` on."""
 
-    __slots__ = ("first", "rows")
+    __slots__ = ("first", "own", "rows")
 
     def __init__(self, first: int) -> None:
         self.first = first
         self.rows: list[tuple[int, float, str, bytes]] = []
+        #: What the batch makes of ``workflows.owner``: None unchanged, "" cleared.
+        self.own: str | None = None
 
     @property
     def last(self) -> int:
@@ -140,6 +148,9 @@ class PostgresStore(Store):
         self._running = False
         self._wakeup: anyio.Event | None = None
         self._run_exited: anyio.Event | None = None
+        #: Until when (``time.monotonic``) this engine's lease surely holds.
+        self._lease_until = float("inf")
+        self._lapsed: anyio.Event | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
@@ -170,17 +181,68 @@ class PostgresStore(Store):
             if not self.read_only:
                 await self._create_schema()
                 if self.owner_id is not None:
-                    # held for the engine's life: owner_alive() finds it in pg_locks
-                    self._lock_conn = await pg.connect(self._dsn)
-                    await self._lock_conn.execute(
-                        "SELECT pg_advisory_lock($1, $2)", OWNER_LOCK, _owner_key(self.owner_id)
-                    )
+                    self._lapsed = anyio.Event()
+                    await self._join()
         except (OSError, pg.PostgresError, pg.InterfaceError) as exc:
             await self._release()
             raise StoreError(f"cannot open PostgreSQL store {self.url}: {exc}") from exc
         except BaseException:
             await self._release()
             raise
+
+    async def _join(self) -> None:
+        """Take this engine's advisory lock on a connection of its own (held for the
+        engine's life: ``owner_alive`` finds it in ``pg_locks``) and write its heartbeat."""
+        assert self.owner_id is not None
+        conn = await self._asyncpg.connect(self._dsn)
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1, $2)", OWNER_LOCK, _owner_key(self.owner_id))
+            await self._renew(conn)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._lock_conn = conn
+
+    async def _renew(self, conn: Any) -> None:
+        assert self.owner_id is not None
+        sent = time.monotonic()
+        await conn.execute(self._sql.heartbeat, self.owner_id, _owner_key(self.owner_id), self.lease)
+        if sent > self._lease_until and self._lapsed is not None:
+            # the lease ran out before this renewal: others may have taken workflows over
+            self._lapsed.set()
+            self._lapsed = anyio.Event()
+        self._lease_until = sent + self.lease
+
+    async def _beat(self) -> None:
+        """Renew the heartbeat every ``lease / 6`` seconds; should the lock's connection
+        go, take the lock again on a new one (meanwhile this engine looks dead)."""
+        pg = self._asyncpg
+        while True:
+            await anyio.sleep(self.lease / 6)
+            try:
+                with anyio.fail_after(self.lease):
+                    conn = self._lock_conn
+                    if conn is None or conn.is_closed():
+                        self._lock_conn = None
+                        await self._join()
+                    else:
+                        await self._renew(conn)
+            except (OSError, TimeoutError, pg.PostgresError, pg.InterfaceError):
+                conn, self._lock_conn = self._lock_conn, None
+                if conn is not None:
+                    conn.terminate()
+
+    def lease_ok(self) -> bool:
+        """Whether this engine's lease surely still holds (no engine can have judged it
+        dead): ``time.monotonic()`` is before the last renewal's send time plus ``lease``."""
+        return time.monotonic() <= self._lease_until
+
+    async def wait_lapse(self) -> None:
+        """Return when a renewal finds that the lease had run out before it."""
+        if self._lapsed is None:
+            await anyio.sleep_forever()
+        assert self._lapsed is not None
+        await self._lapsed.wait()
 
     async def _create_schema(self) -> None:
         async with self._pool.acquire() as conn:
@@ -200,14 +262,18 @@ class PostgresStore(Store):
         self._run_exited = anyio.Event()
         task_status.started()
         try:
-            while True:
-                if self._batches.filling is None:
-                    if self._batches.closing:
-                        break
-                    self._wakeup = anyio.Event()
-                    await self._wakeup.wait()
-                    continue
-                await self._write_next()
+            async with anyio.create_task_group() as tg:
+                if self._lock_conn is not None:
+                    tg.start_soon(self._beat, name="evflow heartbeat")
+                while True:
+                    if self._batches.filling is None:
+                        if self._batches.closing:
+                            break
+                        self._wakeup = anyio.Event()
+                        await self._wakeup.wait()
+                        continue
+                    await self._write_next()
+                tg.cancel_scope.cancel()
         finally:
             self._running = False
             self._wakeup = None
@@ -244,6 +310,7 @@ class PostgresStore(Store):
         conn, self._lock_conn = self._lock_conn, None
         if conn is not None and not conn.is_closed():
             try:
+                await conn.execute(self._sql.leave, self.owner_id)  # not live from now on
                 await conn.close()
             except Exception:  # a dead connection is as good as closed
                 conn.terminate()
@@ -274,6 +341,11 @@ class PostgresStore(Store):
             return
         if "\x00" in workflow_id:
             raise ValueError(f"workflow id {workflow_id!r} contains NUL, which PostgreSQL text cannot hold")
+        if time.monotonic() > self._lease_until:
+            raise StoreError(
+                f"{self.url}: this engine's lease ran out (paused or cut off from the server "
+                "for longer than it); another engine may own the workflow now"
+            )
         first = events[0].seq
         refused = self._refused.get(workflow_id)
         if refused is not None:
@@ -292,7 +364,15 @@ class PostgresStore(Store):
         queued = batch.by_workflow.get(workflow_id)
         if queued is None:
             queued = batch.by_workflow[workflow_id] = _WorkflowRows(first)
-        queued.rows.extend((e.seq, e.time, type(e).__name__, encode_event(e)) for e in events)
+        rows = queued.rows
+        for e in events:
+            name = type(e).__name__
+            rows.append((e.seq, e.time, name, encode_event(e)))
+            if name in _OWNING:
+                if name == "WorkflowStarted":
+                    queued.own = "" if e.pending else e.owner  # type: ignore[attr-defined]
+                else:
+                    queued.own = ""
         self._last[workflow_id] = new_last
         if self._wakeup is not None:
             self._wakeup.set()
@@ -412,13 +492,14 @@ class PostgresStore(Store):
         """
         firsts = [queued[w].first for w in ids]
         lasts = [queued[w].last for w in ids]
+        owns = [queued[w].own for w in ids]
         payload = note(ids)
         async with self._pool.acquire() as conn:
             if sum(len(queued[w].rows) for w in ids) >= _COPY_FROM:
                 async with conn.transaction():
                     accepted = set(
                         await conn.fetchval(
-                            self._sql.claim, ids, firsts, lasts, self._listener.channel, payload
+                            self._sql.claim, ids, firsts, lasts, owns, self._listener.channel, payload
                         )
                     )
                     await conn.copy_records_to_table(
@@ -435,7 +516,7 @@ class PostgresStore(Store):
                     for column, value in zip(columns[1:], row, strict=True):
                         column.append(value)
             accepted_ids = await conn.fetchval(
-                self._sql.append, ids, firsts, lasts, *columns, self._listener.channel, payload
+                self._sql.append, ids, firsts, lasts, owns, *columns, self._listener.channel, payload
             )
             return set(accepted_ids)
 
@@ -641,14 +722,63 @@ class PostgresStore(Store):
         return await self._listener.wait_mail(seen, recheck, min(recheck, 1.0))
 
     async def owner_alive(self, owner: str | None) -> bool:
-        """Whether the engine ``owner`` is connected: it holds its own advisory lock."""
+        """Whether the engine ``owner`` is live: it holds its advisory lock and its lease."""
         if owner is None:
             return False
         if owner == self.owner_id and self._lock_conn is not None:
             return True
         pool = self._pool_or_raise()
+        try:
+            async with pool.acquire() as conn:
+                return bool(await conn.fetchval(self._sql.engine_alive, owner))
+        except self._asyncpg.UndefinedTableError:  # a reader of a store nobody created
+            return False
+
+    # -- recovery and ownership (see _sql: workflows.owner) --------------------------------
+
+    async def claim_orphans(self, limit: int) -> list[tuple[str, str]]:
+        """Make this engine the owner of up to ``limit`` workflows that no live engine runs
+        although their logs leave them going; ``(workflow id, previous owner)`` of each.
+        Concurrent claimers never get the same workflow."""
+        if self.owner_id is None or self.read_only:
+            return []
+        pool = self._pool_or_raise()
         async with pool.acquire() as conn:
-            return bool(await conn.fetchval(self._sql.lock_held, OWNER_LOCK, _owner_key(owner)))
+            rows = await conn.fetch(self._sql.claim_orphans, self.owner_id, limit)
+        return [(r[0], r[1]) for r in rows]
+
+    async def disown(self, workflow_id: str, *, orphan: bool) -> None:
+        """This engine does not run the workflow although the owner index names it:
+        ``orphan=True`` offers it to any engine's recovery, False says nobody must run it."""
+        if self.owner_id is None or self.read_only:
+            return
+        pool = self._pool_or_raise()
+        async with pool.acquire() as conn:
+            await conn.execute(self._sql.disown, workflow_id, self.owner_id, orphan)
+
+    async def not_owned(self, workflow_ids: Sequence[str]) -> list[str]:
+        """Those of ``workflow_ids`` that the owner index no longer gives to this engine."""
+        if self.owner_id is None or not workflow_ids:
+            return []
+        pool = self._pool_or_raise()
+        async with pool.acquire() as conn:
+            return [r[0] for r in await conn.fetch(self._sql.not_owned, list(workflow_ids), self.owner_id)]
+
+    async def request_cancel(self, workflow_id: str) -> bool:
+        """Ask the engine that runs the workflow to cancel it (a NOTIFY: not durable)."""
+        pool = self._pool_or_raise()
+        pg = self._asyncpg
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(self._sql.cancel_note, self._listener.channel, cancel_note(workflow_id))
+        except (OSError, pg.PostgresError, pg.InterfaceError) as exc:
+            raise StoreError(f"{self.url}: cannot ask for the cancel of {workflow_id!r}: {exc}") from exc
+        return True
+
+    async def wait_cancel_requests(self, recheck: float) -> set[str]:
+        """The workflows whose cancel was asked (``request_cancel``) since the last call."""
+        self._pool_or_raise()
+        return await self._listener.wait_cancels(recheck)
 
 
 def _owner_key(owner: str) -> int:

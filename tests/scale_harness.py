@@ -57,13 +57,7 @@ class Cluster:
 
     def start(self, name: str, *args: str, queues: tuple[str, ...] = ("scale-jobs",)) -> Worker:
         """Start worker ``name`` (its engine id is ``name`` too)."""
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
-            "SCALE_SCHEMA": self.schema,
-            "SCALE_WORKER": name,
-            "SCALE_DSN": DSN,
-        }
+        env = self._env(name)
         log = self.tmp / f"{name}.log"
         cmd = [sys.executable, "-m", "evflow", "--storage", self.url, "worker", "--import", "scale_workflows"]
         for queue in queues:
@@ -75,6 +69,36 @@ class Cluster:
             )
         worker = self.workers[name] = Worker(name, proc, log, time.time())
         return worker
+
+    def run_one(self, name: str, workflow_id: str, steps: int, pause: float, interval: float) -> Worker:
+        """A process whose own engine (``recover=True``) runs one chain, then serves on."""
+        log = self.tmp / f"{name}.log"
+        code = "import sys, scale_workflows; scale_workflows.main(sys.argv[1:])"
+        cmd = [sys.executable, "-c", code, self.url, workflow_id]
+        cmd += [str(steps), str(pause), str(interval)]
+        with log.open("w") as err:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=self._env(name),
+            )
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        worker = self.workers[name] = Worker(name, proc, log, time.time())
+        assert line.strip() == "started", worker.stderr()
+        return worker
+
+    def _env(self, name: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+            "SCALE_SCHEMA": self.schema,
+            "SCALE_WORKER": name,
+            "SCALE_DSN": DSN,
+        }
 
     def wait_serving(self, worker: Worker, timeout: float = 60) -> None:
         """Block until the worker says it serves (its engine is open)."""

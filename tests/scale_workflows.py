@@ -123,3 +123,23 @@ async def close_side_pool() -> None:
     pool, _pool = _pool, None
     if pool is not None:
         await pool.close()
+
+
+async def _run_one(url: str, workflow_id: str, steps: int, pause: float, interval: float) -> None:
+    """Start one chain under this process's engine, print ``started`` and serve on."""
+    engine_id = os.environ.get("SCALE_WORKER", "test")
+    async with evflow.Engine(url, recover=True, recovery_interval=interval, engine_id=engine_id) as engine:
+        await engine.run_async(chain(steps, pause), workflow_id)
+        print("started", flush=True)
+        await anyio.sleep_forever()
+
+
+def main(argv: list[str]) -> None:
+    """``python -c "import sys, scale_workflows; scale_workflows.main(sys.argv[1:])" URL WID
+    STEPS PAUSE INTERVAL`` (imported, so the steps are recorded as ``scale_workflows:...``)."""
+    import logging
+    import sys
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s: %(message)s")
+    url, wid, steps, pause, interval = argv
+    anyio.run(_run_one, url, wid, int(steps), float(pause), float(interval), backend="asyncio")

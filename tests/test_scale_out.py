@@ -8,6 +8,7 @@ Where the behaviour is about processes the engines are real ``evflow worker`` pr
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -235,38 +236,40 @@ async def test_recovery_claims_each_workflow_once_when_engines_start_together(
             return len({r[0] for r in await anyio.to_thread.run_sync(side_rows_of, pg)}) == n
 
         await wait_for(all_started, "every workflow started")
-    async with (
-        evflow.Engine(pg(), recover=True, engine_id="r1") as r1,
-        evflow.Engine(pg(), recover=True, engine_id="r2") as r2,
-        evflow.Engine(pg(), recover=True, engine_id="r3") as r3,
-    ):
+    engines: dict[str, evflow.Engine] = {}
+    done = anyio.Event()
+
+    async def serve(name: str) -> None:
+        async with evflow.Engine(pg(), recover=True, engine_id=name) as engine:
+            engines[name] = engine
+            await done.wait()
+
+    owners: dict[str | None, int] = {}
+    async with anyio.create_task_group() as tg:
+        for name in ("r1", "r2", "r3"):  # opening at the same time, each recovering on open
+            tg.start_soon(serve, name)
         with anyio.fail_after(120):
+            while len(engines) < 3:
+                await anyio.sleep(0.01)
+            r1 = engines["r1"]
             for i in range(n):
                 assert await r1.get_output(f"left-{i}") == 6
-        owners: dict[str, int] = {}
         for i in range(n):
-            starts = [e for e in await r1.store.read(f"left-{i}") if type(e).__name__ == "WorkflowStarted"]
-            assert starts[0].owner == "gone"
-            assert len(starts) == 2, f"left-{i} was claimed {len(starts) - 1} times"
-            owners[starts[1].owner] = owners.get(starts[1].owner, 0) + 1
-        assert sum(owners.values()) == n and set(owners) <= {"r1", "r2", "r3"}
-        del r2, r3
-        print(f"takeovers by engine: {owners}")
+            owners_of_runs = [owner for owner, _ in runs(await r1.store.read(f"left-{i}"))]
+            assert owners_of_runs[0] == "gone"
+            assert len(owners_of_runs) == 2, f"left-{i} was claimed {len(owners_of_runs) - 1} times"
+            owners[owners_of_runs[1]] = owners.get(owners_of_runs[1], 0) + 1
+        done.set()
+    assert sum(owners.values()) == n and set(owners) <= {"r1", "r2", "r3"}
+    print(f"takeovers by engine: {owners}")
 
 
 # -- real worker processes -------------------------------------------------------------------------
 
 
-def takeover_claims(events: list[Any]) -> list[tuple[str | None, str | None, float]]:
-    """``(previous owner, new owner, time)`` of each resume claim in a log."""
-    out = []
-    owner = None
-    for e in events:
-        if type(e).__name__ == "WorkflowStarted":
-            if e.resume:
-                out.append((owner, e.owner, e.time))
-            owner = e.owner
-    return out
+def runs(events: list[Any]) -> list[tuple[str | None, float]]:
+    """``(owner, time)`` of each run's start (not a pending record) in a log."""
+    return [(e.owner, e.time) for e in events if type(e).__name__ == "WorkflowStarted" and not e.pending]
 
 
 def test_worker_takes_over_the_workflows_of_a_killed_worker(cluster: Cluster) -> None:
@@ -297,10 +300,10 @@ def test_worker_takes_over_the_workflows_of_a_killed_worker(cluster: Cluster) ->
     output, events, other_status = anyio.run(result)
     assert output == 36
     assert other_status == "PENDING"  # neither worker serves that queue
-    claims = takeover_claims(events)
-    assert [(c[0], c[1]) for c in claims] == [(None, "victim"), ("victim", "rescuer")]
+    claims = runs(events)
+    assert [owner for owner, _ in claims] == ["victim", "rescuer"]
     assert victim.killed is not None
-    took = claims[-1][2] - victim.killed
+    took = claims[-1][1] - victim.killed
     rows = side_rows(cluster)
     assert durable_finish_reruns(events, rows) == []
     by_step: dict[int, list[str]] = {}
@@ -311,3 +314,49 @@ def test_worker_takes_over_the_workflows_of_a_killed_worker(cluster: Cluster) ->
     assert len(rerun) <= 1 and all(by_step[s] == ["victim", "rescuer"] for s in rerun)  # the one in flight
     assert "took over workflow 'job' from engine 'victim'" in rescuer.stderr()
     print(f"takeover after SIGKILL: {took:.2f} s; executions by step: {by_step}")
+
+
+def test_a_paused_worker_is_fenced_off_and_starts_nothing_after_it_wakes(cluster: Cluster) -> None:
+    """SIGSTOP a worker mid-workflow: its lease runs out, another worker takes the workflow
+    over; after SIGCONT the paused one appends nothing to it and starts no step of it."""
+    victim = cluster.run_one("victim", "paused", steps=10, pause=0.3, interval=2)
+    rescuer = cluster.start("rescuer", "--recovery-interval", "2")
+    cluster.wait_serving(rescuer)
+    wait_rows(cluster, lambda rows: any(r[1] >= 3 for r in rows), victim)
+    victim.proc.send_signal(signal.SIGSTOP)
+    stopped = time.time()
+    wait_rows(cluster, lambda rows: any(r[2] == "rescuer" for r in rows), rescuer)
+    victim.proc.send_signal(signal.SIGCONT)
+    woke = time.time()
+
+    async def result() -> tuple[Any, list[Any]]:
+        async with evflow.Engine(cluster.store(), queues=[]) as engine:
+            with anyio.fail_after(60):
+                output = await engine.get_output("paused")
+            return output, await engine.store.read("paused")
+
+    output, events = anyio.run(result)
+    assert "taken over by another engine while this one was away" in victim.stderr()
+    cluster.kill(victim)
+    assert output == 55
+    claims = runs(events)
+    assert [owner for owner, _ in claims] == ["victim", "rescuer"]
+    finished = [e.name for e in events if type(e).__name__ == "StepFinished"]
+    assert len(finished) == len(set(finished)) == 10  # nothing the victim did after the claim landed
+    rows = side_rows(cluster)
+    assert durable_finish_reruns(events, rows) == []
+    victim_rows = [r for r in rows if r[2] == "victim"]
+    assert all(r[4] < stopped for r in victim_rows), "the paused worker started a step after it woke"
+    in_flight = [r for r in victim_rows if r[5] is None or r[5] > stopped]
+    assert len(in_flight) <= 1  # the one step it was in when paused, whose result the store refused
+    took = claims[-1][1] - stopped
+    print(
+        f"SIGSTOP: taken over {took:.2f} s after the pause (lease 1.2 s); woke {woke - stopped:.1f} s later"
+    )
+
+
+def wait_rows(cluster: Cluster, predicate: Callable[[list[Any]], bool], worker: Any) -> None:
+    deadline = time.monotonic() + 60
+    while not predicate(side_rows(cluster)):
+        assert time.monotonic() < deadline, worker.stderr()
+        time.sleep(0.02)

@@ -30,6 +30,7 @@ EXECUTED = [
     "docs/web.md",
     "docs/waiting.md",
     "docs/queues.md",
+    "docs/scale-out.md",
 ]
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Response
@@ -228,30 +226,11 @@ async def cancel(order_id: str) -> dict[str, Any]:
     return await _view(order_id, metadata)
 
 
-def lifespan(
-    storage: str | None, **engine_options: Any
-) -> Callable[[FastAPI], AbstractAsyncContextManager[Any]]:
-    """``evflow.web.lifespan``, and the orders a previous run of the app left interrupted
-    resumed at startup."""
-    evflow_lifespan = evflow.web.lifespan(storage, **engine_options)
-
-    @asynccontextmanager
-    async def run(api: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        async with evflow_lifespan(api) as state:
-            # evflow.web.lifespan opens the engine with recover=True where Engine has that
-            # option (docs/web.md), which resumes them itself; where it has not, this does.
-            # After a recovery nothing is RESUMABLE any more and this resumes nothing.
-            await state["evflow_engine"].resume_all()
-            yield state
-
-    return run
-
-
 def create_app(storage: str | None = None, **engine_options: Any) -> FastAPI:
     """The shop: its routes, and evflow's dashboard and API at ``/evflow``, on one engine
     that the lifespan opens at startup (``storage`` None: ``$EVFLOW_STORAGE``, else
     ``./.evflow``) and closes at shutdown. ``engine_options`` go to ``evflow.Engine``."""
-    api = FastAPI(title="evflow orders", lifespan=lifespan(storage, **engine_options))
+    api = FastAPI(title="evflow orders", lifespan=evflow.web.lifespan(storage, **engine_options))
     api.include_router(router)
     api.mount("/evflow", evflow.web.app())
     return api

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -13,19 +12,14 @@ from ..engine import Engine, default_engine
 __all__ = ["engine_lifespan", "lifespan"]
 
 
-def _accepts_recover() -> bool:
-    return "recover" in inspect.signature(Engine).parameters
-
-
 @asynccontextmanager
 async def engine_lifespan(storage: Storage, engine_options: dict[str, Any]) -> AsyncIterator[Engine]:
     """An open engine, the default engine while it is open (``evflow.engine.default_engine``).
 
-    ``recover=True`` unless the options say otherwise (when this ``Engine`` takes it).
+    ``recover=True`` unless the options say otherwise.
     """
     options = dict(engine_options)
-    if "recover" not in options and _accepts_recover():
-        options["recover"] = True
+    options.setdefault("recover", True)
     async with Engine(storage, **options) as engine:
         with default_engine(engine):
             yield engine
@@ -41,8 +35,8 @@ def lifespan(
     handlers (``evflow.get_metadata``, ``node.run_async``, ...) use it, also when other
     engines are open (docs/web.md, "Which engine a request handler uses"). The engine is
     in the lifespan state too: ``request.state.evflow_engine``. ``engine_options`` go to
-    ``Engine``; ``recover`` defaults to True when the engine has that option, so a
-    restarted app resumes its interrupted workflows.
+    ``Engine``; ``recover`` defaults to True, so a restarted app resumes its interrupted
+    workflows (and, on PostgreSQL, takes over those of app instances that died).
     """
 
     @asynccontextmanager

@@ -407,3 +407,41 @@ class StoreContract:
             with anyio.fail_after(10):
                 async with store.lock("q1"):
                     pass
+
+    # -- the change feed (queues keep up with other engines through it) ------------------------
+
+    @pytest.mark.anyio
+    async def test_a_change_feed_names_what_changed_with_its_last_seq(self, tmp_path: Path) -> None:
+        async with self.running(tmp_path) as store:
+            await store.append("wf-old", make_events("wf-old", 1, 2))
+            feed = store.change_feed()
+            try:
+                first = await feed.changes()  # may name every workflow of the store
+                if first is None:  # this store's feed cannot tell: its readers list the store
+                    assert await feed.changes(fence=False) is None
+                    return
+                assert first.get("wf-old", 2) == 2
+                await store.append("wf-a", make_events("wf-a", 1, 3))
+                await store.append("wf-b", make_events("wf-b", 1, 1))
+                assert await feed.changes() == {"wf-a": 3, "wf-b": 1}
+                await store.append("wf-a", make_events("wf-a", 4, 2))
+                assert await feed.changes() == {"wf-a": 5}
+                assert await feed.changes() == {}
+            finally:
+                feed.close()
+                feed.close()
+
+    @pytest.mark.anyio
+    async def test_a_change_feed_hears_another_writer(self, tmp_path: Path) -> None:
+        self.require_reader()
+        async with self.running(tmp_path) as store, self.reader(tmp_path) as reader:
+            feed = reader.change_feed()
+            try:
+                if await feed.changes() is None:
+                    return  # cannot tell (a store that is not shared needs no feed)
+                await store.append("wf-a", make_events("wf-a", 1, 2))
+                with anyio.fail_after(10):
+                    await feed.wait(3600.0)  # woken by the write, not by the time
+                assert await feed.changes() == {"wf-a": 2}  # fenced: nothing is missed
+            finally:
+                feed.close()

@@ -70,7 +70,7 @@ PUBLIC = {
         "wait",
         "wait_for_event",
     ],
-    evflow.stores: ["FileStore", "MemoryStore", "PostgresStore", "Store"],
+    evflow.stores: ["ChangeFeed", "FileStore", "MemoryStore", "PostgresStore", "Store"],
     evflow.events: [
         "EVENT_TYPES",
         "FORMAT_VERSION",

@@ -3,7 +3,8 @@ steps, FIFO and priority order, dedup ids, cancel, restarts, engine limits, rate
 
 Runs on memory, file and PostgreSQL stores (PostgreSQL on asyncio only; skipped with the
 reason when no server can be reached); two engines on one shared store for the global
-limit.
+limit, with a store's change feed (PostgreSQL's NOTIFYs, the memory store's own) and
+without one (the store listed instead).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import pytest
 
 import evflow
 from evflow._context import current_step
-from evflow.stores import MemoryStore, Store
+from evflow.engine import _queues
+from evflow.stores import ChangeFeed, MemoryStore, Store
 from pg_schema import postgres_stores
 
 pytestmark = pytest.mark.anyio
@@ -69,13 +71,21 @@ per_worker = evflow.Queue("test-per-worker", worker_concurrency=3)
 serial = evflow.Queue("test-serial", concurrency=1)
 ranked = evflow.Queue("test-ranked", concurrency=1, priority=True)
 metered = evflow.Queue("test-metered", rate_limit=(4, 0.3))
-shared_limit = evflow.Queue("test-shared-limit", concurrency=4)
+#: Each engine may run 3, both together 4: both must take a share, and the global limit binds.
+shared_limit = evflow.Queue("test-shared-limit", concurrency=4, worker_concurrency=3)
 
 
 class SharedMemoryStore(MemoryStore):
     """One in-memory store used by several engines at once, as a database would be."""
 
     shared = True
+
+
+class ListedSharedMemoryStore(SharedMemoryStore):
+    """A shared store whose feed tells nothing: the queues list it instead."""
+
+    def change_feed(self) -> ChangeFeed:
+        return ChangeFeed()
 
 
 StoreFactory = Callable[[], "Store | str"]
@@ -96,10 +106,10 @@ async def storage(
             yield factory
 
 
-@pytest.fixture(params=["shared-memory", "postgres"])
+@pytest.fixture(params=["shared-memory", "shared-memory-listed", "postgres"])
 async def shared(request: pytest.FixtureRequest, anyio_backend: str) -> AsyncIterator[StoreFactory]:
-    if request.param == "shared-memory":
-        store = SharedMemoryStore()
+    if request.param != "postgres":
+        store = SharedMemoryStore() if request.param == "shared-memory" else ListedSharedMemoryStore()
         yield lambda: store
     else:
         async for factory in postgres_stores(anyio_backend):
@@ -360,6 +370,95 @@ async def test_dedup_ids_hold_across_engines(shared: StoreFactory) -> None:
             await b.enqueue(serial, observed.step(key, 1), dedup_id="order-7")
         gates[key].set()
         assert await first.result(timeout=30) == 0
+
+
+@pytest.fixture
+async def postgres(anyio_backend: str) -> AsyncIterator[Callable[[], Store]]:
+    async for factory in postgres_stores(anyio_backend):
+        yield factory
+
+
+class Counted:
+    """What the queues asked of one store: its listings, its reads, and how many workflows
+    the answers of its feeds named."""
+
+    def __init__(self, store: Store) -> None:
+        self.listings = 0
+        self.named = 0
+        self.reads: list[str] = []
+        list_workflows, read, change_feed = store.list_workflows, store.read, store.change_feed
+
+        async def counted_list() -> list[str]:
+            self.listings += 1
+            return await list_workflows()
+
+        async def counted_read(workflow_id: str, after: int = 0) -> list[Any]:
+            self.reads.append(workflow_id)
+            return await read(workflow_id, after)
+
+        def counted_feed() -> ChangeFeed:
+            feed = change_feed()
+            changes = feed.changes
+
+            async def counted_changes(*, fence: bool = True) -> dict[str, int] | None:
+                found = await changes(fence=fence)
+                self.named += len(found or ())
+                return found
+
+            feed.changes = counted_changes  # type: ignore[method-assign]
+            return feed
+
+        store.list_workflows = counted_list  # type: ignore[method-assign]
+        store.read = counted_read  # type: ignore[method-assign]
+        store.change_feed = counted_feed  # type: ignore[method-assign]
+
+
+async def test_enqueues_and_claims_on_postgres_never_list_the_store(postgres: Callable[[], Store]) -> None:
+    """What a queue reads to keep up with other engines grows with the workflows it
+    handles, not with the store: no listing per enqueue or claim (one answer of the feed
+    names every workflow, the first)."""
+    key = new_probe()
+    store = postgres()
+    counted = Counted(store)
+    in_store, n = 400, 40
+    async with evflow.Engine(store) as engine:
+        with anyio.fail_after(120):
+            await run_all_at_once([lambda i=i: engine.run(observed.step(key, i)) for i in range(in_store)])
+            first = [await limited.enqueue(observed.step(key, i)) for i in range(5)]
+            for h in first:
+                await h.result()
+            named_before = counted.named  # the first answer named the whole store
+            handles = [await limited.enqueue(observed.step(key, i), dedup_id=f"d-{i}") for i in range(n)]
+            assert sorted([await h.result() for h in handles]) == list(range(n))
+    assert counted.listings == 0
+    assert named_before >= in_store
+    # each workflow is named by the few answers after its own commits (enqueue, claim, end)
+    assert counted.named - named_before <= 6 * n < in_store
+    assert probes[key].peak <= 5
+
+
+async def test_a_wait_on_another_engines_workflow_reads_nothing_until_it_changes(
+    postgres: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end of a workflow another engine runs is heard of (NOTIFY), not polled for."""
+    monkeypatch.setattr(_queues, "SHARED_RECHECK", 3600.0)  # only a NOTIFY can tell
+    key = new_probe(gate=True)
+    store_a = postgres()
+    counted = Counted(store_a)
+    async with evflow.Engine(postgres()) as b, evflow.Engine(store_a) as a:
+        first = await b.enqueue(serial, observed.step(key, 0), workflow_id="first")
+        await wait_for(lambda: probes[key].active == 1)
+        second = await a.enqueue(serial, observed.step(key, 1), workflow_id="second")
+        await wait_status(a, "second", "PENDING")
+        await wait_for(lambda: "first" in counted.reads)  # a learned that b runs it
+        reads = len(counted.reads)
+        await anyio.sleep(1.0)  # a window in which a poll would read "first" again
+        assert counted.reads[reads:] == []
+        gates[key].set()
+        with anyio.fail_after(30):
+            assert await first.result() == 0
+            assert await second.result() == 1
+    assert probes[key].peak == 1
 
 
 # -- rate limits ---------------------------------------------------------------------------------------

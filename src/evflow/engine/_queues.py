@@ -8,11 +8,19 @@ woken by the events its engine records and by its runs' ends) makes those claims
 
 Global limits on a shared store (PostgreSQL): an engine claims a queue's workflows only
 while it holds the store's lock of that queue (``Store.lock``), having first learned of
-the workflows other engines recorded. Every engine claims in the same order (priority,
-then the time it was recorded, then id) and a claim is an append at the next ``seq``, so a
-workflow another engine claimed first makes the claim conflict: the engine reads it,
-counts it as running, and goes on with the next one. Workflows other engines run are read
-again at each round to see them end (a bounded poll: their ends wake no one here).
+every change other engines made durable before (a fenced ``ChangeFeed.changes``: the
+workflows that changed, read again only if they concern a queue or are new). Every
+engine claims in the same order (priority, then the time it was recorded, then id) and a
+claim is an append at the next ``seq``, so a workflow another engine claimed first makes
+the claim conflict: the engine reads it, counts it as running, and goes on with the next
+one. An ``enqueue`` with a ``dedup_id`` checks it under the same lock, after the same
+catch-up; one without needs neither (its append at seq 1 is the only check an id needs).
+
+Between rounds the runner's watcher follows the feed (the store's NOTIFYs on
+PostgreSQL), which wakes the runner when another engine's workflow of a queue ends or a
+new one waits, and every ``SHARED_RECHECK`` seconds it reads again the workflows other
+engines run: an engine that stops or dies tells no one. Nothing here lists the store,
+except a feed that cannot tell (``None``: the store is listed instead).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from .._events import (
 from .._handle import WorkflowHandle
 from .._projection import WorkflowState, WorkflowStatus
 from .._step import Node, validate_metadata, validate_workflow_id
+from ..stores import ChangeFeed
 from ._dags import record_dag
 
 if TYPE_CHECKING:
@@ -47,9 +56,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Queue", "QueueHost", "QueueRunner", "deadline_after", "declared_queues"]
 
-#: How often a round re-reads, on a shared store, what other engines run (their ends wake
-#: no one here) while workflows wait.
-SHARED_POLL = 0.2
+#: How often, on a shared store, the workflows of queues that other engines run are read
+#: again (ends are heard of at once; an engine that stopped or died tells no one).
+SHARED_RECHECK = 2.0
 
 _queues: dict[str, Queue] = {}
 _ENDS = (WorkflowFinished, WorkflowFailed, WorkflowCanceled)
@@ -219,6 +228,10 @@ class QueueRunner:
         self._deadlines: list[tuple[float, str]] = []
         self._deadline_ids: set[str] = set()
         self._wake = anyio.Event()
+        #: What other engines change (shared stores; made on first need), and held while
+        #: what it tells is taken and learned, so a round never misses what is in flight.
+        self._feed: ChangeFeed | None = None
+        self._catching_up = anyio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -251,6 +264,9 @@ class QueueRunner:
         if self._started:
             self._started = False
             self.core.remove_event_listener(self)
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
         self._lanes.clear()
         self._here.clear()
         self._deadlines.clear()
@@ -411,21 +427,21 @@ class QueueRunner:
             next_at = self._deadlines[0][0]
         shared = self.core.store.shared
         for lane in list(self._lanes.values()):
-            if not lane.pending and not (shared and lane.running - lane.here):
+            if not lane.pending:
                 continue
             if self.serve_only is not None and lane.name is not None and lane.name not in self.serve_only:
                 continue  # another worker's queue (``Engine(queues=...)``)
             if shared and lane.name is not None:
+                room, at = self._room(lane, time.time())
+                if room <= 0:  # until one ends (which wakes this runner) or the rate allows
+                    next_at = min(next_at, at)
+                    continue
                 async with self.core.store.lock(_lock_name(lane.name)):
-                    await self._refresh(lane)
+                    await self._catch_up(fence=True)
                     at = await self._start(lane)
             else:
-                if shared:
-                    await self._refresh(lane)
                 at = await self._start(lane)
             next_at = min(next_at, at)
-            if shared:
-                next_at = min(next_at, time.time() + SHARED_POLL)
         return next_at
 
     async def _expire(self, workflow_id: str) -> None:
@@ -435,22 +451,82 @@ class QueueRunner:
         except EvflowError:  # deleted meanwhile, or the store fails: the next open tries again
             pass
 
-    async def _refresh(self, lane: _Lane) -> None:
-        """On a shared store: learn the workflows other engines recorded, and read again
-        those they run (to see them end)."""
+    # -- other engines (shared stores) ---------------------------------------------------------
+
+    def _changes(self) -> ChangeFeed:
+        """The store's feed of changes, and the watcher that follows it (from the first need)."""
+        if self._feed is None:
+            self._feed = self.core.store.change_feed()
+            self.core.require_open().start_soon(self._watch, self._feed, name="evflow queue changes")
+        return self._feed
+
+    async def _watch(self, feed: ChangeFeed) -> None:
+        """Learn what other engines change as the feed tells it, waking the runner when it
+        matters; read again what they run every ``SHARED_RECHECK`` seconds."""
+        recheck_at = time.time() + SHARED_RECHECK
+        while True:
+            await feed.wait(max(0.0, recheck_at - time.time()))
+            try:
+                learned = await self._catch_up(fence=False)
+                if time.time() >= recheck_at:
+                    recheck_at = time.time() + SHARED_RECHECK
+                    learned = await self._recheck() or learned
+            except StoreError:  # the store fails: the rounds see it too; try again in a while
+                await anyio.sleep(1.0)
+                continue
+            if learned:
+                self._wake.set()
+
+    async def _catch_up(self, *, fence: bool) -> bool:
+        """Learn what the feed tells (``fence``: and every change made durable before):
+        new workflows, and those of queues or with deadlines, waiting or running, that
+        moved on. Whether anything was learned."""
         core = self.core
-        for wid in await core.store.list_workflows():
-            if not core.knows(wid) and await core.sync_known(wid):
+        feed = self._changes()
+        async with self._catching_up:
+            changes = await feed.changes(fence=fence)
+            if changes is None:  # the feed cannot tell: list the store, read what others run
+                changes = dict.fromkeys(
+                    (w for w in await core.store.list_workflows() if not core.knows(w)), -1
+                )
+                for lane in self._lanes.values():
+                    changes.update(dict.fromkeys(lane.running - lane.here, -1))
+            learned = False
+            for wid, last in changes.items():
+                if core.run_of(wid) is not None:  # runs here: memory is ahead of the store
+                    continue
                 state = core.find_state(wid)
-                if state is not None:
-                    self._learn(state)
-        for wid in list(lane.running - lane.here):
-            await core.sync_known(wid)
-            state = core.find_state(wid)
-            if state is None:
-                lane.running.discard(wid)
-            else:
-                self._learn(state)
+                if state is None:
+                    if last == 0 or core.knows(wid):  # gone, or a log that does not load
+                        continue
+                elif (0 < last <= state.last_seq) or not _followed(state):
+                    continue
+                await self._read(wid)
+                learned = True
+            return learned
+
+    async def _recheck(self) -> bool:
+        """Read again the workflows of queues that other engines run; whether one stopped."""
+        async with self._catching_up:
+            others = {wid for lane in self._lanes.values() for wid in lane.running - lane.here}
+            for wid in others:
+                if self.core.run_of(wid) is None:
+                    await self._read(wid)
+            return any(wid not in lane.running for lane in self._lanes.values() for wid in others)
+
+    async def _read(self, wid: str) -> None:
+        """Bring the workflow up to date with the store, and what the lanes know of it."""
+        await self.core.sync_known(wid)
+        state = self.core.find_state(wid)
+        if state is not None:
+            self._learn(state)
+            return
+        for lane in self._lanes.values():  # deleted (or broken): nothing of it waits or runs
+            lane.pending.discard(wid)  # its heap entry is dropped when it comes up
+            lane.running.discard(wid)
+            lane.here.discard(wid)
+            for dedup_id in [d for d, holder in lane.dedup.items() if holder == wid]:
+                del lane.dedup[dedup_id]
 
     async def _start(self, lane: _Lane) -> float:
         """Claim and start the lane's first workflows as far as there is room; when more
@@ -544,9 +620,10 @@ class QueueRunner:
         self.ensure_started()
         lane = self._lanes[None] if queue is None else self._lane(queue.name)
         assert lane is not None
-        if core.store.shared and queue is not None:
+        if core.store.shared and queue is not None and dedup_id is not None:
+            # the dedup id's holders, as of every enqueue made before (they hold this lock)
             async with core.store.lock(_lock_name(queue.name)):
-                await self._refresh(lane)
+                await self._catch_up(fence=True)
                 first = await self._first(lane, queue, node, wid, user_metadata, priority, dedup_id, deadline)
                 if first is not None:
                     return await self._record(first)
@@ -613,6 +690,14 @@ class QueueRunner:
             core.refetch(wid)
             raise core.store_failure(wid, exc) from exc
         return core.handle(wid)
+
+
+def _followed(state: WorkflowState) -> bool:
+    """Whether the runner follows the workflow: waiting or running, of a queue or with a
+    deadline."""
+    return state.run_status in _WAITING_OR_RUNNING and (
+        state.queued_time is not None or state.deadline is not None
+    )
 
 
 def _lock_name(queue: str) -> str:

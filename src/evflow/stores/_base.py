@@ -11,6 +11,10 @@ plain function that queues events in order (and checks their sequence numbers ag
 what it knows), and ``await flush()`` returns once everything queued before the call is
 durable. ``append`` is both. Stores with background work (group commit) do it in
 ``run``, which the engine starts in its own task group after ``open``.
+
+A shared store tells what other engines change through a ``ChangeFeed``
+(``change_feed``): which logs changed since the last look, with their last seq, so that an
+engine keeps up with the store without listing it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from anyio.abc import TaskStatus
 from .._errors import CorruptLogError, SequenceConflictError
 from .._events import AnyEvent, Event
 
-__all__ = ["Store", "check_sequence"]
+__all__ = ["ChangeFeed", "Store", "check_sequence"]
 
 
 def check_sequence(workflow_id: str, last_seq: int, events: Sequence[Event]) -> int:
@@ -36,6 +40,34 @@ def check_sequence(workflow_id: str, last_seq: int, events: Sequence[Event]) -> 
             raise SequenceConflictError(workflow_id, event.seq, expected - 1)
         expected += 1
     return expected - 1
+
+
+class ChangeFeed:
+    """The logs a store's writers changed since the last look, for one reader (made by
+    ``Store.change_feed``; single-consumer).
+
+    This base class knows nothing: ``changes`` answers None (list the store), which is
+    right for any store, and ``wait`` sleeps. Shared stores that can tell do better.
+    """
+
+    async def changes(self, *, fence: bool = True) -> dict[str, int] | None:
+        """Workflows whose logs changed since the last call, each with the last seq its log
+        has now (0: it has none now; a delete may also go untold), or None when this feed
+        cannot tell: read ``list_workflows`` instead.
+
+        With ``fence``, every change made durable before the call is in the answer (or in
+        an earlier one); without it, only those already heard of (no round trip). The
+        first answer may name every workflow of the store. Raises ``StoreError`` when the
+        store cannot be read.
+        """
+        return None
+
+    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - a recheck period, not a deadline
+        """Return once ``changes`` may have something new, or after ``timeout`` seconds."""
+        await anyio.sleep(timeout)
+
+    def close(self) -> None:
+        """Stop hearing of changes (idempotent)."""
 
 
 class Store(abc.ABC):
@@ -125,6 +157,13 @@ class Store(abc.ABC):
             if await self.read(workflow_id, after):
                 return
             await anyio.sleep(poll_interval)
+
+    def change_feed(self) -> ChangeFeed:
+        """A new feed of the logs that change in this store, for an engine that keeps up
+        with other engines' writes (``shared`` stores; the queues). The default tells
+        nothing (every look lists the store); a store that is not ``shared`` never needs
+        more, as its one engine records every change itself. Close it when done."""
+        return ChangeFeed()
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str) -> AsyncIterator[None]:

@@ -4,20 +4,32 @@ Each committed batch sends ``NOTIFY`` on a per-schema channel with a JSON array 
 workflow ids (``"*"`` when it would not fit, see ``note``); ``Listener`` LISTENs on a
 dedicated connection and wakes whoever waits for one of those workflows. Mail posted to
 the mailbox sends ``"@"`` followed by that array (``mail_note``): it wakes whoever waits
-for mail (``wait_mail``). A cancel asked of the engine that runs a workflow sends ``"!"``
+for mail (``wait_mail``). A cancel asked of the engine that runs a workflow sends ``"^"``
 followed by that array (``cancel_note``): the engines' cancel waiters hear it
 (``wait_cancels``). Notifications are not durable: whoever sends one also checks again.
+for mail (``wait_mail``).
+
+``NotifyFeed`` is the store's ``ChangeFeed``: the ids of every batch it hears, and a
+*fence* for an answer that misses nothing: PostgreSQL delivers the notifications of
+different transactions in the order they committed, so once a ``"!<token>"`` this feed
+sent itself comes back, every batch committed before it has been heard. Whatever may have
+been missed (before the first LISTEN, a lost connection, a ``"*"``) makes the next answer
+name every workflow, from one query.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
 
-__all__ = ["LISTEN_RECHECK", "Listener", "cancel_note", "mail_note", "note"]
+from ..._errors import StoreError
+from .._base import ChangeFeed
+
+__all__ = ["LISTEN_RECHECK", "Listener", "NotifyFeed", "cancel_note", "mail_note", "note"]
 
 #: NOTIFY payloads are limited to 8000 bytes; a longer id list is replaced by "*".
 _NOTIFY_LIMIT = 7900
@@ -25,6 +37,12 @@ _NOTIFY_LIMIT = 7900
 LISTEN_RECHECK = 5.0
 #: Seconds a LISTEN connection may take to open.
 _CONNECT_TIMEOUT = 10.0
+#: Seconds a fence may take to come back before the feed answers with every workflow.
+_FENCE_TIMEOUT = 10.0
+#: How often a feed that cannot listen may have something new (it then lists every time).
+_UNHEARD_POLL = 1.0
+#: A fence: a NOTIFY that carries nothing to keep, so its commit need not wait for the disk.
+_FENCE = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)"
 
 
 def note(workflow_ids: Sequence[str]) -> str:
@@ -40,7 +58,7 @@ def mail_note(workflow_id: str) -> str:
 
 def cancel_note(workflow_id: str) -> str:
     """The NOTIFY payload asking the engine that runs the workflow to cancel it."""
-    return "!" + note([workflow_id])
+    return "^" + note([workflow_id])
 
 
 class Listener:
@@ -61,6 +79,9 @@ class Listener:
         #: Workflows whose cancel was asked since ``wait_cancels`` last returned.
         self.cancel_requests: set[str] = set()
         self._cancel_heard: anyio.Event | None = None
+        #: The change feeds that hear every batch, and the fences on their way back.
+        self.feeds: set[NotifyFeed] = set()
+        self._fences: dict[str, anyio.Event] = {}
 
     def open(self) -> None:
         self._lock = anyio.Lock()
@@ -152,15 +173,42 @@ class Listener:
                 return False
             conn.add_termination_listener(self._on_lost)
             self._conn = conn
+            for feed in self.feeds:  # what was committed before this LISTEN went unheard
+                feed.missed()
             return True
 
+    async def fence(self, pool: Callable[[], Any]) -> bool:
+        """Send a fence on a connection of ``pool()`` and wait for it to come back: True
+        once every batch committed before it has been heard (on this connection)."""
+        if not await self._listen():
+            return False
+        pg = self._asyncpg
+        token = "!" + uuid.uuid4().hex
+        back = self._fences[token] = anyio.Event()
+        try:
+            try:
+                async with pool().acquire() as conn:
+                    await conn.execute(_FENCE, self.channel, token)
+            except (OSError, pg.PostgresError, pg.InterfaceError) as exc:
+                raise StoreError(f"cannot send a NOTIFY on {self.channel!r}: {exc}") from exc
+            with anyio.move_on_after(_FENCE_TIMEOUT):
+                await back.wait()
+            return back.is_set()
+        finally:
+            self._fences.pop(token, None)
+
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if payload.startswith("!"):
+            back = self._fences.get(payload)
+            if back is not None:
+                back.set()
+            return
         if payload.startswith("@"):
             self.mail_count += 1
             for event in self.mail_waiters:
                 event.set()
             return
-        if payload.startswith("!"):
+        if payload.startswith("^"):
             try:
                 ids = json.loads(payload[1:])
             except ValueError:
@@ -176,6 +224,8 @@ class Listener:
             except ValueError:
                 ids = None
             if isinstance(ids, list):
+                for feed in self.feeds:
+                    feed.hear(ids)
                 for workflow_id in ids:
                     for event in self.waiters.get(workflow_id, ()):
                         event.set()
@@ -188,8 +238,72 @@ class Listener:
     def _wake_all(self) -> None:
         if self._cancel_heard is not None:
             self._cancel_heard.set()
+        for feed in self.feeds:
+            feed.missed()
+        for back in self._fences.values():
+            back.set()  # the fence's sender finds its feed told to list everything
         for event in self.mail_waiters:
             event.set()
         for events in self.waiters.values():
             for event in events:
                 event.set()
+
+
+class NotifyFeed(ChangeFeed):
+    """``ChangeFeed`` of the PostgreSQL store: the ids its listener hears, their last seqs
+    read in one query (``last_seqs``, ids as ``$1``; ``all_seqs`` for every workflow)."""
+
+    def __init__(self, listener: Listener, pool: Callable[[], Any], last_seqs: str, all_seqs: str) -> None:
+        self._listener = listener
+        self._pool = pool
+        self._last_seqs = last_seqs
+        self._all_seqs = all_seqs
+        self._heard: set[str] = set()
+        #: Whether something may have gone unheard: the next answer names every workflow.
+        self._missed = True
+        self._woken = anyio.Event()
+        listener.feeds.add(self)
+
+    def hear(self, workflow_ids: Sequence[Any]) -> None:
+        self._heard.update(w for w in workflow_ids if isinstance(w, str))
+        self._woken.set()
+
+    def missed(self) -> None:
+        self._missed = True
+        self._woken.set()
+
+    async def changes(self, *, fence: bool = True) -> dict[str, int] | None:
+        """The changes heard (fenced: and all committed before the call), with their last
+        seqs; every workflow after a gap in what was heard."""
+        listener = self._listener
+        if not (await listener.fence(self._pool) if fence else await listener._listen()):
+            self._missed = True  # cannot tell what was committed meanwhile
+        missed, heard = self._missed, self._heard
+        self._missed, self._heard, self._woken = False, set(), anyio.Event()
+        if not missed and not heard:
+            return {}
+        pg = listener._asyncpg
+        try:
+            async with self._pool().acquire() as conn:
+                if missed:
+                    return dict(await conn.fetch(self._all_seqs))
+                found = dict.fromkeys(heard, 0)  # no row: the log is gone
+                found.update(await conn.fetch(self._last_seqs, list(heard)))
+                return found
+        except pg.UndefinedTableError:
+            return {}
+        except (OSError, pg.PostgresError, pg.InterfaceError) as exc:
+            self._missed = True
+            raise StoreError(f"cannot read which workflows changed: {exc}") from exc
+
+    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - a recheck period
+        if self._missed or self._heard:
+            return
+        if not await self._listener._listen():
+            timeout = min(timeout, _UNHEARD_POLL)
+            self._missed = True
+        with anyio.move_on_after(timeout):
+            await self._woken.wait()
+
+    def close(self) -> None:
+        self._listener.feeds.discard(self)

@@ -117,6 +117,7 @@ class Sql:
         self.last_seqs = (
             f"SELECT workflow_id, last_seq FROM {s}.workflows WHERE workflow_id = ANY($1::text[])"
         )
+        self.all_last_seqs = f"SELECT workflow_id, last_seq FROM {s}.workflows"
         self.max_seqs = (
             f"SELECT workflow_id, max(seq) FROM {s}.events WHERE workflow_id = ANY($1::text[]) "
             "GROUP BY workflow_id"

@@ -46,10 +46,10 @@ from anyio.abc import TaskStatus
 from ..._codec import decode_event, encode_event
 from ..._errors import CorruptLogError, SequenceConflictError, StoreError
 from ..._events import AnyEvent, Event
-from .._base import Store, check_sequence
+from .._base import ChangeFeed, Store, check_sequence
 from .._group_commit import Batch, GroupCommit
 from ._dsn import DEFAULT_SCHEMA, check_schema, pop_schema, redact
-from ._notify import Listener, cancel_note, mail_note, note
+from ._notify import Listener, NotifyFeed, cancel_note, mail_note, note
 from ._sql import DDL_LOCK, OWNER_LOCK, Sql
 
 __all__ = ["PostgresStore"]
@@ -651,6 +651,10 @@ class PostgresStore(Store):
                 return False
 
         await self._listener.wait(workflow_id, has_events, poll_interval)
+
+    def change_feed(self) -> ChangeFeed:
+        """What every engine's commits NOTIFY, fenced (``_notify.NotifyFeed``)."""
+        return NotifyFeed(self._listener, self._pool_or_raise, self._sql.last_seqs, self._sql.all_last_seqs)
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str) -> AsyncIterator[None]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import evflow
@@ -184,3 +185,14 @@ def side_rows(cluster: Cluster) -> list[Any]:
         f"SELECT workflow_id, step, worker, pid, started, ended, name "
         f"FROM {scale_workflows.side_table(cluster.schema)} ORDER BY id"
     )
+
+
+async def output_once_taken_over(engine: evflow.Engine, wid: str) -> Any:
+    """``get_output``, waiting out the moments between an owner's death and its takeover
+    (RESUMABLE then, which ``get_output`` reports at once)."""
+    with anyio.fail_after(60):
+        while True:
+            try:
+                return await engine.get_output(wid)
+            except evflow.WorkflowNotRunningError:
+                await anyio.sleep(0.05)

@@ -48,7 +48,7 @@ async def side_pool() -> Any:
             _pool = None
         async with _pool_lock:
             if _pool is None:
-                _pool = await asyncpg.create_pool(DSN, min_size=1, max_size=4)
+                _pool = await asyncpg.create_pool(DSN, min_size=1, max_size=2)
     return _pool
 
 

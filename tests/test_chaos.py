@@ -31,7 +31,15 @@ TESTS_DIR = Path(__file__).parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 import scale_workflows  # noqa: E402
-from scale_harness import Cluster, Worker, durable_finish_reruns, new_cluster, side_rows, sql  # noqa: E402
+from scale_harness import (  # noqa: E402
+    Cluster,
+    Worker,
+    durable_finish_reruns,
+    new_cluster,
+    output_once_taken_over,
+    side_rows,
+    sql,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +115,7 @@ def test_chaos_four_workers_sigkill_every_two_seconds_and_a_sigstop(cluster: Clu
         start(slot)
     took = time.time() - began
     for worker in slots.values():
+        cluster.wait_serving(worker)  # a worker restarted last may still be starting
         cluster.kill(worker, signal.SIGTERM)
         assert worker.proc.returncode == 0, worker.stderr()
 
@@ -115,7 +124,7 @@ def test_chaos_four_workers_sigkill_every_two_seconds_and_a_sigstop(cluster: Clu
             out = {}
             for i in range(WORKFLOWS):
                 wid = f"c-{i:03d}"
-                out[wid] = (await engine.get_output(wid), await engine.store.read(wid))
+                out[wid] = (await output_once_taken_over(engine, wid), await engine.store.read(wid))
             return out
 
     results = anyio.run(logs)

@@ -26,7 +26,14 @@ if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 import scale_workflows  # noqa: E402
 from pg_schema import postgres_stores  # noqa: E402
-from scale_harness import Cluster, durable_finish_reruns, new_cluster, side_rows, sql  # noqa: E402
+from scale_harness import (  # noqa: E402
+    Cluster,
+    durable_finish_reruns,
+    new_cluster,
+    output_once_taken_over,
+    side_rows,
+    sql,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -293,8 +300,7 @@ def test_worker_takes_over_the_workflows_of_a_killed_worker(cluster: Cluster) ->
 
     async def result() -> tuple[Any, list[Any], str]:
         async with evflow.Engine(cluster.store(), queues=[]) as engine:
-            with anyio.fail_after(60):
-                output = await engine.get_output("job")
+            output = await output_once_taken_over(engine, "job")
             return output, await engine.store.read("job"), (await engine.get_status("not-served")).value
 
     output, events, other_status = anyio.run(result)
@@ -331,8 +337,7 @@ def test_a_paused_worker_is_fenced_off_and_starts_nothing_after_it_wakes(cluster
 
     async def result() -> tuple[Any, list[Any]]:
         async with evflow.Engine(cluster.store(), queues=[]) as engine:
-            with anyio.fail_after(60):
-                output = await engine.get_output("paused")
+            output = await output_once_taken_over(engine, "paused")
             return output, await engine.store.read("paused")
 
     output, events = anyio.run(result)

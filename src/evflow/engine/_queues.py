@@ -257,6 +257,8 @@ class QueueRunner:
             self._lanes[name] = _Lane(name)
         self.core.add_event_listener(self)
         self._learn_all(state for _wid, state in self.core.states())
+        if self.core.store.shared:  # an idle worker hears of what other engines enqueue
+            self._changes()
         tg.start_soon(self._serve, name="evflow queues")
 
     def stopped(self) -> None:

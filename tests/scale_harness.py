@@ -117,6 +117,8 @@ class Cluster:
         worker.killed = time.time()
         worker.proc.send_signal(sig)
         worker.proc.wait(timeout=60)
+        if worker.proc.stdout is not None:
+            worker.proc.stdout.close()
 
     def stop_all(self) -> None:
         for worker in self.workers.values():
@@ -124,6 +126,8 @@ class Cluster:
                 worker.proc.send_signal(signal.SIGCONT)
                 worker.proc.send_signal(signal.SIGKILL)
                 worker.proc.wait(timeout=60)
+            if worker.proc.stdout is not None:
+                worker.proc.stdout.close()
 
 
 def sql(query: str, *args: Any) -> list[Any]:

@@ -81,3 +81,27 @@ async def wait_gate(i: int) -> int:
         Gate.all_in.set()
     await Gate.release.wait()
     return i
+
+
+class Nap:
+    """scale_out.py (3): how many ``nap`` steps entered in this process."""
+
+    entered = 0
+
+
+@evflow.step
+async def nap(x: int) -> int:
+    """scale_out.py (3): sleep ``$EVBENCH_NAP_SECONDS`` (default 0.5) and return ``x``. In
+    the victim (``$EVBENCH_NAP_HANG_AFTER`` = K) every nap sleeps for good, and the K-th to
+    enter creates ``$EVBENCH_KILL_FILE``: all K workflows are in flight, kill now."""
+    hang_after = int(os.environ.get("EVBENCH_NAP_HANG_AFTER", "0"))
+    if hang_after:
+        Nap.entered += 1
+        if Nap.entered == hang_after:
+            kill_file = os.environ["EVBENCH_KILL_FILE"]
+            with open(kill_file + ".tmp", "w") as f:  # noqa: ASYNC230
+                f.write(str(os.getpid()))
+            os.rename(kill_file + ".tmp", kill_file)
+        await anyio.sleep_forever()
+    await anyio.sleep(float(os.environ.get("EVBENCH_NAP_SECONDS", "0.5")))
+    return x

@@ -196,6 +196,72 @@ async def test_run_of_one_new_id_from_two_engines_at_once_runs_it_once(pg: Calla
             assert event_types(await a.store.read(wid)).count("WorkflowStarted") == 1
 
 
+class _Gates(evflow.stores.PostgresStore):
+    """Holds back the first ``reads`` reads of one workflow and the first ``asks`` questions
+    about one engine's liveness, each until the test opens its gate: two looks at the same
+    workflow then interleave exactly as the test says."""
+
+    def __init__(
+        self, *args: Any, workflow_id: str, owner: str, reads: int, asks: int, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.workflow_id, self.owner = workflow_id, owner
+        self.read_gates = [(anyio.Event(), anyio.Event()) for _ in range(reads)]
+        self.alive_gates = [(anyio.Event(), anyio.Event()) for _ in range(asks)]
+        self._reads = self._asks = 0
+
+    async def read(self, workflow_id: str, after: int = 0) -> list[Any]:
+        if workflow_id == self.workflow_id and self._reads < len(self.read_gates):
+            waiting, go = self.read_gates[self._reads]
+            self._reads += 1
+            waiting.set()
+            await go.wait()
+        return await super().read(workflow_id, after)
+
+    async def owner_alive(self, owner: str | None) -> bool:
+        if owner == self.owner and self._asks < len(self.alive_gates):
+            waiting, go = self.alive_gates[self._asks]
+            self._asks += 1
+            waiting.set()
+            await go.wait()
+        return await super().owner_alive(owner)
+
+
+async def test_two_looks_at_once_never_show_another_engines_run_as_resumable(pg: Callable[[], Store]) -> None:
+    """The queue service reads a workflow another engine just started while ``run`` of the
+    same id reads it too: a look's state is shown only once it knows the run's owner is
+    live, or ``run`` would find the other look's state RESUMABLE and run the workflow twice."""
+    store = pg()
+    assert isinstance(store, evflow.stores.PostgresStore)
+    gated = _Gates(store.url, schema=store.schema, workflow_id="busy", owner="runner", reads=1, asks=2)
+    async with evflow.Engine(pg(), engine_id="runner") as a, evflow.Engine(gated, engine_id="asker") as b:
+        handles: list[evflow.WorkflowHandle] = []
+
+        async def run_here() -> None:
+            handles.append(await b.run_async(scale_workflows.long_sleep.step(600), "busy"))
+
+        with anyio.fail_after(30):
+            # b's queue service hears of the new workflow and reads it: held back
+            await a.run_async(scale_workflows.long_sleep.step(600), "busy")
+            ((service_reading, service_read),) = gated.read_gates
+            await service_reading.wait()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_here)  # run reads it too, then asks whether "runner" lives
+                (run_asking, run_asked), (service_asking, service_asked) = gated.alive_gates
+                await run_asking.wait()
+                service_read.set()  # the service's read ends; it asks in turn
+                await service_asking.wait()
+                run_asked.set()  # run hears "live" first, while the service still waits
+                while not handles:
+                    await anyio.sleep(0.01)
+                service_asked.set()
+        assert event_types(await b.store.read("busy")).count("WorkflowStarted") == 1  # attached
+        assert await b.get_status("busy") is evflow.WorkflowStatus.RUNNING
+        await b.cancel("busy")
+        with pytest.raises(evflow.WorkflowCancellationError):
+            await handles[0].result()
+
+
 def side_rows_of(pg: Callable[[], Store]) -> list[Any]:
     store = pg()
     assert isinstance(store, evflow.stores.PostgresStore)

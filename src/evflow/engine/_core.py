@@ -316,9 +316,10 @@ class EngineCore:
         Only the new events are read and folded, so the cost does not grow with the log.
         """
         validate_workflow_id(workflow_id)  # before the store sees it
-        state = self._states.get(workflow_id)
+        known = state = self._states.get(workflow_id)
         if workflow_id in self._claiming:  # memory is about to be ahead of what a read gives
             return state is not None
+        fresh = None
         try:
             if state is None or workflow_id in self._refetch:
                 events = await self.store.read(workflow_id)
@@ -326,7 +327,7 @@ class EngineCore:
                 if not events:
                     self._states.pop(workflow_id, None)
                     return False
-                state = self._states[workflow_id] = replay(events, live=False)
+                state = fresh = replay(events, live=False)
             else:
                 # re-read the last known event too: none back means another engine deleted it
                 events = await self.store.read(workflow_id, state.last_seq - 1)
@@ -346,9 +347,18 @@ class EngineCore:
             self._states.pop(workflow_id, None)
             return True
         self._broken.pop(workflow_id, None)
-        state.live = await owner_is_live(
+        live = await owner_is_live(
             self.store, state, engine_id=self.engine_id, runs_here=workflow_id in self._runs
         )
+        if fresh is None:
+            state.live = live
+        elif self._states.get(workflow_id) is known:
+            # A state read afresh is shown only once its live flag is known: two looks at
+            # once (a caller and the queue service) would otherwise let one of them see a
+            # running workflow as RESUMABLE, and resume it.
+            fresh.live = live
+            self._states[workflow_id] = fresh
+        # else another look (or a claim) put a state in place meanwhile: that one stands
         return True
 
     def refetch(self, workflow_id: str) -> None:

@@ -558,8 +558,10 @@ class Driver:
             assert not isinstance(events, Exception), (wid, events)
             claims = [e for e in events if isinstance(e, WorkflowStarted) and e.resume]
             assert len(claims) == 1 and claims[0].owner == owner, (wid, claims)
-            starts = [e.name for e in events if isinstance(e, StepStarted)]
-            assert len(starts) == len(set(starts)) + 1, (wid, starts)  # only the nap again
+            # Only the nap may have started twice: the victim was killed in it (its first
+            # StepStarted may not have been committed yet, so once is fine too).
+            starts = [e.name for e in events if isinstance(e, StepStarted) and e.name != "evflow_steps.nap"]
+            assert len(starts) == len(set(starts)) == 2, (wid, starts)
             ends = [e for e in events if isinstance(e, WorkflowFinished)]
             assert len(ends) == 1, (wid, ends)
             resumed.append(claims[0].time - t_kill)

@@ -19,11 +19,12 @@ import anyio
 import asyncpg
 import pytest
 
+import evflow
 from evflow._codec import encode_event
 from evflow._errors import CorruptLogError, SequenceConflictError, StoreError
 from evflow._events import AnyEvent, StepStarted, WorkflowStarted
 from evflow.stores import PostgresStore, Store
-from evflow.stores.postgres import _dsn, _notify
+from evflow.stores.postgres import _dsn, _notify, _store
 from store_contract import StoreContract
 
 DSN = os.environ.get("EVFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -488,6 +489,57 @@ async def test_flush_writes_itself_without_run_and_close_is_idempotent(pg_dsn: s
         assert [e.seq for e in await again.read("wf")] == [1, 2, 3]
     finally:
         await again.close()
+
+
+async def test_events_nobody_flushes_are_committed_by_themselves(pg_dsn: str, schema: str) -> None:
+    # A StepStarted is queued and never flushed: the group commit writes it anyway, soon
+    # (LAZY_COMMIT_SECONDS after its batch began), so other engines see running steps.
+    store = PostgresStore(pg_dsn, schema=schema)
+    reader = PostgresStore(pg_dsn, schema=schema, read_only=True)
+    async with running(store):
+        await store.append("wf", [started(1)])
+        store.append_nowait("wf", [started(2)])
+        await reader.open()
+        try:
+
+            async def landed() -> bool:
+                return [e.seq for e in await reader.read("wf")] == [1, 2]
+
+            await until(landed)
+        finally:
+            await reader.close()
+
+
+class _CountingCommits(PostgresStore):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.commits = 0
+
+    async def _commit(self, batch: _store._Batch) -> None:
+        self.commits += bool(batch.by_workflow)
+        await super()._commit(batch)
+
+
+@evflow.step
+def _add_one(x: int) -> int:
+    return x + 1
+
+
+async def test_a_step_costs_one_commit_its_start_waits_for_its_end(
+    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only a flush commits here (a batch nobody waits for would wait an hour): each step's
+    # StepStarted goes out with its StepFinished, in one transaction, not in one of its own.
+    monkeypatch.setattr(_store, "LAZY_COMMIT_SECONDS", 3600.0)
+    store = _CountingCommits(pg_dsn, schema=schema)
+    node = _add_one.step(0)
+    for _ in range(19):
+        node = _add_one.step(node)
+    async with evflow.Engine(store) as engine:
+        before = store.commits
+        assert await engine.run(node, "chain") == 20
+        commits = store.commits - before
+    assert commits <= 20 + 1, commits  # the start with the first step's, then one per step
 
 
 async def _refuses_use(store: PostgresStore) -> None:

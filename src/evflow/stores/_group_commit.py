@@ -18,7 +18,11 @@ from typing import Generic, TypeVar
 from .._errors import StoreError
 from .._signal import Signal, new_signal
 
-__all__ = ["Batch", "GroupCommit"]
+__all__ = ["LAZY_COMMIT_SECONDS", "Batch", "GroupCommit"]
+
+#: How long events that nobody flushes (a StepStarted) may wait for company before their
+#: batch is committed anyway: a short step then costs one commit, not two.
+LAZY_COMMIT_SECONDS = 0.005
 
 
 class Batch:

@@ -34,7 +34,7 @@ from collections import OrderedDict
 from ..._codec import FRAME_HEADER, frame
 from ..._errors import StoreError
 from ..._signal import Notify
-from .._group_commit import Batch, GroupCommit
+from .._group_commit import LAZY_COMMIT_SECONDS, Batch, GroupCommit
 from . import _disk
 from ._journal import encode_batch, reserve
 from ._layout import JOURNAL_NAME, LOCK_NAME, WORKFLOWS_DIR, log_file_name, log_header, seq_of
@@ -42,9 +42,6 @@ from ._lock import file_id
 
 __all__ = ["LAZY_COMMIT_SECONDS", "Writer"]
 
-#: How long events that nobody flushes (a StepStarted) may wait for company before their
-#: batch is committed anyway.
-LAZY_COMMIT_SECONDS = 0.005
 
 # What the writer thread is doing, so that the event loop wakes it only when it sleeps.
 _IDLE = 0  # asleep until an append or a flush: nothing was committed for a while

@@ -25,6 +25,11 @@ since its last renewal was sent (a paused process, a network cut), the store ref
 appends until it renews again (``lease_ok``): by then another engine may have taken its
 workflows over. Whatever it still tries to append is fenced by the seqs anyway.
 
+Group commit: a batch is committed as soon as somebody ``flush``es it (``append`` does), or
+LAZY_COMMIT_SECONDS after it began filling: events nobody waits for (a ``StepStarted``)
+wait that long for company, so that a short step costs one commit, not two (the file
+store does the same).
+
 Each committed batch sends ``NOTIFY`` on a per-schema channel with a JSON array of workflow
 ids (``"*"`` when it would not fit), which ``wait_for_events`` listens for.
 
@@ -47,7 +52,7 @@ from ..._codec import decode_event, encode_event
 from ..._errors import CorruptLogError, SequenceConflictError, StoreError
 from ..._events import AnyEvent, Event
 from .._base import ChangeFeed, Store, check_sequence
-from .._group_commit import Batch, GroupCommit
+from .._group_commit import LAZY_COMMIT_SECONDS, Batch, GroupCommit
 from ._dsn import DEFAULT_SCHEMA, check_schema, pop_schema, redact
 from ._notify import Listener, NotifyFeed, cancel_note, mail_note, note
 from ._sql import DDL_LOCK, OWNER_LOCK, Sql
@@ -94,13 +99,16 @@ class _WorkflowRows:
 
 
 class _Batch(Batch):
-    """Everything queued between two commits (``errors``: the workflows it refused)."""
+    """Everything queued between two commits (``errors``: the workflows it refused);
+    ``waited``: somebody flushes it, so it is committed at once; else at ``due``."""
 
-    __slots__ = ("by_workflow",)
+    __slots__ = ("by_workflow", "due", "waited")
 
     def __init__(self) -> None:
         super().__init__()
         self.by_workflow: dict[str, _WorkflowRows] = {}
+        self.due = time.monotonic() + LAZY_COMMIT_SECONDS
+        self.waited = False
 
 
 class PostgresStore(Store):
@@ -266,12 +274,20 @@ class PostgresStore(Store):
                 if self._lock_conn is not None:
                     tg.start_soon(self._beat, name="evflow heartbeat")
                 while True:
-                    if self._batches.filling is None:
+                    batch = self._batches.filling
+                    if batch is None:
                         if self._batches.closing:
                             break
                         self._wakeup = anyio.Event()
                         await self._wakeup.wait()
                         continue
+                    if not (batch.waited or self._batches.closing):
+                        wait = batch.due - time.monotonic()
+                        if wait > 0:  # nobody waits for it yet: give it company
+                            self._wakeup = anyio.Event()
+                            with anyio.move_on_after(wait):
+                                await self._wakeup.wait()
+                            continue
                     await self._write_next()
                 tg.cancel_scope.cancel()
         finally:
@@ -361,6 +377,8 @@ class PostgresStore(Store):
         batch = self._batches.filling
         if batch is None:
             batch = self._batches.filling = _Batch()
+            if self._wakeup is not None:  # the writer sleeps: it commits this batch when due
+                self._wakeup.set()
         queued = batch.by_workflow.get(workflow_id)
         if queued is None:
             queued = batch.by_workflow[workflow_id] = _WorkflowRows(first)
@@ -374,8 +392,6 @@ class PostgresStore(Store):
                 else:
                     queued.own = ""
         self._last[workflow_id] = new_last
-        if self._wakeup is not None:
-            self._wakeup.set()
 
     async def append(self, workflow_id: str, events: Sequence[Event]) -> None:
         """Queue events and wait until they are committed; raises only this workflow's errors."""
@@ -398,6 +414,10 @@ class PostgresStore(Store):
         for batch in batches:
             while not batch.done:
                 if self._running:
+                    if not batch.waited:
+                        batch.waited = True  # commit it now
+                        if self._wakeup is not None:
+                            self._wakeup.set()
                     await batch.wait()
                 else:
                     await self._write_next()

@@ -20,7 +20,7 @@ import contextlib
 import gc
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import anyio
@@ -113,8 +113,9 @@ class EngineCore:
         self._kinds: dict[str, StepKind] = {}
         self._services: dict[object, object] = {}
         self._listeners: list[EventListener] = []
-        #: Held while a run/resume on a shared store decides whether to claim a workflow.
-        self.claim_lock = anyio.Lock()
+        #: Per workflow, held while a run/resume on a shared store decides whether to claim
+        #: it: ``[lock, holders and waiters]``, dropped when nobody uses it.
+        self._claim_locks: dict[str, list[Any]] = {}
         self._wtg: anyio.abc.TaskGroup | None = None
         self._open = False
         self._service_task: Any = None
@@ -293,6 +294,22 @@ class EngineCore:
     def find_state(self, workflow_id: str) -> WorkflowState | None:
         """The workflow's state, or None if this engine knows no such workflow."""
         return self._states.get(workflow_id)
+
+    @contextlib.asynccontextmanager
+    async def claiming(self, workflow_id: str) -> AsyncIterator[None]:
+        """Hold the workflow's claim lock: one look-then-claim at a time per workflow on a
+        shared store (a run of a new id, a resume, a takeover), others go on meanwhile."""
+        entry = self._claim_locks.get(workflow_id)
+        if entry is None:
+            entry = self._claim_locks[workflow_id] = [anyio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._claim_locks[workflow_id]
 
     def knows(self, workflow_id: str) -> bool:
         """Whether the workflow exists as far as this engine knows (a broken log counts)."""

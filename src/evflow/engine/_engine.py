@@ -245,8 +245,10 @@ class Engine:
         if self._queues.must_wait():
             return await self._queues.submit(None, node, wid, metadata=metadata, deadline=deadline)
         if self.store.shared:
-            async with core.claim_lock:
-                if await core.sync_known(wid):
+            async with core.claiming(wid):
+                # A new id is appended at once (its seq 1 is refused if it exists: then read
+                # it and attach or resume); one this engine has seen is read first.
+                if core.knows(wid) and await core.sync_known(wid):
                     return await self._resume_locked(wid)
                 specs, output = record_dag(None, node, allow_pickle=self.allow_pickle)
                 first = self._first_event(wid, output, specs, user_metadata, deadline)
@@ -439,7 +441,7 @@ class Engine:
         core = self._core
         core.require_open()
         if self.store.shared:
-            async with core.claim_lock:
+            async with core.claiming(workflow_id):
                 await core.sync_known(workflow_id)
                 return await self._resume_locked(workflow_id)
         await core.sync(workflow_id)  # re-reads a workflow whose last write failed
@@ -449,7 +451,7 @@ class Engine:
         """Run a workflow the store's owner index just gave this engine (recovery): its
         previous owner is gone or let go of it. Whether a run started here."""
         core = self._core
-        async with core.claim_lock:
+        async with core.claiming(workflow_id):
             if core.run_of(workflow_id) is not None:
                 return False
             if not await core.sync_known(workflow_id):

@@ -177,7 +177,7 @@ async def fork_workflow(
         forked_from=ForkOrigin(workflow_id=workflow_id, seq=plan.seq),
     )
     if core.store.shared:
-        async with core.claim_lock:
+        async with core.claiming(new_id):
             if await core.sync_known(new_id):
                 raise _exists(new_id)
             try:

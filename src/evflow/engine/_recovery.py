@@ -110,16 +110,23 @@ class OwnershipService:
     async def _take_over_all(
         self, claimed: list[tuple[str, str]], take_over: Callable[[str], Awaitable[bool]]
     ) -> None:
-        for wid, previous in claimed:
-            try:
-                started = await take_over(wid)
-            except Exception as exc:  # one workflow's trouble never stops recovery
-                log.warning("could not take over workflow %r: %r", wid, exc)
-                continue
-            if started:
-                self.taken_over += 1
-                log.info(
-                    "took over workflow %r from %s",
-                    wid,
-                    f"engine {previous!r}" if previous else "an engine that let go of it",
-                )
+        """Take the claimed workflows over all at once: their resumes share commits."""
+        async with anyio.create_task_group() as tg:
+            for wid, previous in claimed:
+                tg.start_soon(self._take_over_one, wid, previous, take_over)
+
+    async def _take_over_one(
+        self, wid: str, previous: str, take_over: Callable[[str], Awaitable[bool]]
+    ) -> None:
+        try:
+            started = await take_over(wid)
+        except Exception as exc:  # one workflow's trouble never stops recovery
+            log.warning("could not take over workflow %r: %r", wid, exc)
+            return
+        if started:
+            self.taken_over += 1
+            log.info(
+                "took over workflow %r from %s",
+                wid,
+                f"engine {previous!r}" if previous else "an engine that let go of it",
+            )

@@ -432,6 +432,25 @@ class StoreContract:
                 feed.close()
 
     @pytest.mark.anyio
+    async def test_a_change_feed_names_each_workflow_of_a_large_batch_and_no_other(
+        self, tmp_path: Path
+    ) -> None:
+        # 300 ids of 60 characters: more than one NOTIFY payload (8000 bytes) can carry.
+        async with self.running(tmp_path) as store:
+            await store.append("wf-old", make_events("wf-old", 1, 2))
+            feed = store.change_feed()
+            try:
+                if await feed.changes() is None:
+                    return  # this store's feed cannot tell: its readers list the store
+                ids = [f"wf-{n:0>57}" for n in range(300)]
+                for workflow_id in ids:
+                    store.append_nowait(workflow_id, make_events(workflow_id, 1, 1))
+                await store.flush()
+                assert await feed.changes() == dict.fromkeys(ids, 1)  # not every workflow
+            finally:
+                feed.close()
+
+    @pytest.mark.anyio
     async def test_a_change_feed_hears_another_writer(self, tmp_path: Path) -> None:
         self.require_reader()
         async with self.running(tmp_path) as store, self.reader(tmp_path) as reader:

@@ -479,6 +479,10 @@ class QueueRunner:
             if learned:
                 self._wake.set()
 
+    def _runs_here(self, workflow_id: str) -> bool:
+        """Whether the workflow runs in this engine (memory is ahead of the store then)."""
+        return self.core.run_of(workflow_id) is not None
+
     async def _catch_up(self, *, fence: bool) -> bool:
         """Learn what the feed tells (``fence``: and every change made durable before):
         new workflows, and those of queues or with deadlines, waiting or running, that
@@ -486,7 +490,7 @@ class QueueRunner:
         core = self.core
         feed = self._changes()
         async with self._catching_up:
-            changes = await feed.changes(fence=fence)
+            changes = await feed.changes(fence=fence, skip=self._runs_here)
             if changes is None:  # the feed cannot tell: list the store, read what others run
                 changes = dict.fromkeys(
                     (w for w in await core.store.list_workflows() if not core.knows(w)), -1

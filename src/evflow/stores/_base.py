@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import anyio
 from anyio.abc import TaskStatus
@@ -50,15 +50,18 @@ class ChangeFeed:
     right for any store, and ``wait`` sleeps. Shared stores that can tell do better.
     """
 
-    async def changes(self, *, fence: bool = True) -> dict[str, int] | None:
+    async def changes(
+        self, *, fence: bool = True, skip: Callable[[str], bool] | None = None
+    ) -> dict[str, int] | None:
         """Workflows whose logs changed since the last call, each with the last seq its log
         has now (0: it has none now; a delete may also go untold), or None when this feed
         cannot tell: read ``list_workflows`` instead.
 
         With ``fence``, every change made durable before the call is in the answer (or in
         an earlier one); without it, only those already heard of (no round trip). The
-        first answer may name every workflow of the store. Raises ``StoreError`` when the
-        store cannot be read.
+        first answer may name every workflow of the store. ``skip``: ids the caller needs
+        no answer for (its own runs): left out, and never looked up. Raises
+        ``StoreError`` when the store cannot be read.
         """
         return None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 
@@ -72,13 +72,17 @@ class _MemoryFeed(ChangeFeed):
         self._first = True
         self.woken = anyio.Event()
 
-    async def changes(self, *, fence: bool = True) -> dict[str, int] | None:
+    async def changes(
+        self, *, fence: bool = True, skip: Callable[[str], bool] | None = None
+    ) -> dict[str, int] | None:
         logs = self._store._logs
         ids = list(logs) if self._first else self.heard
         self._first = False
         self.heard = set()
         self.woken = anyio.Event()
-        return {wid: log[-1].seq if (log := logs.get(wid)) else 0 for wid in ids}
+        return {
+            wid: log[-1].seq if (log := logs.get(wid)) else 0 for wid in ids if skip is None or not skip(wid)
+        }
 
     async def wait(self, timeout: float) -> None:  # noqa: ASYNC109
         if self._first or self.heard:

@@ -46,9 +46,27 @@ _FENCE = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2
 
 
 def note(workflow_ids: Sequence[str]) -> str:
-    """The NOTIFY payload of a batch: its workflow ids, or ``"*"`` when too long."""
+    """The NOTIFY payload naming these workflows, or ``"*"`` when too long."""
     text = json.dumps(workflow_ids, ensure_ascii=False, separators=(",", ":"))
     return "*" if len(text.encode()) > _NOTIFY_LIMIT else text
+
+
+def notes(workflow_ids: Sequence[str]) -> list[str]:
+    """The NOTIFY payloads of a batch: its workflow ids in as many arrays as fit the limit
+    (a large batch would otherwise say ``"*"``, and every follower would list the store)."""
+    out: list[str] = []
+    chunk: list[str] = []
+    size = 2  # the brackets
+    for workflow_id in workflow_ids:
+        cost = len(json.dumps(workflow_id, ensure_ascii=False).encode()) + 1
+        if chunk and size + cost > _NOTIFY_LIMIT:
+            out.append(note(chunk))
+            chunk, size = [], 2
+        chunk.append(workflow_id)
+        size += cost
+    if chunk:
+        out.append(note(chunk))  # "*" only for an id that alone is too long
+    return out
 
 
 def mail_note(workflow_id: str) -> str:
@@ -272,7 +290,9 @@ class NotifyFeed(ChangeFeed):
         self._missed = True
         self._woken.set()
 
-    async def changes(self, *, fence: bool = True) -> dict[str, int] | None:
+    async def changes(
+        self, *, fence: bool = True, skip: Callable[[str], bool] | None = None
+    ) -> dict[str, int] | None:
         """The changes heard (fenced: and all committed before the call), with their last
         seqs; every workflow after a gap in what was heard."""
         listener = self._listener
@@ -280,13 +300,16 @@ class NotifyFeed(ChangeFeed):
             self._missed = True  # cannot tell what was committed meanwhile
         missed, heard = self._missed, self._heard
         self._missed, self._heard, self._woken = False, set(), anyio.Event()
+        if skip is not None and heard:
+            heard = {w for w in heard if not skip(w)}
         if not missed and not heard:
             return {}
         pg = listener._asyncpg
         try:
             async with self._pool().acquire() as conn:
                 if missed:
-                    return dict(await conn.fetch(self._all_seqs))
+                    every = dict(await conn.fetch(self._all_seqs))
+                    return every if skip is None else {w: s for w, s in every.items() if not skip(w)}
                 found = dict.fromkeys(heard, 0)  # no row: the log is gone
                 found.update(await conn.fetch(self._last_seqs, list(heard)))
                 return found

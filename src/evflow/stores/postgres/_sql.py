@@ -98,7 +98,8 @@ class Sql:
                 SELECT workflow_id FROM moved UNION ALL SELECT workflow_id FROM created
             )"""
         notify = """
-            SELECT ids, CASE WHEN cardinality(ids) > 0 THEN pg_notify(${0}, ${1}) END
+            SELECT ids, CASE WHEN cardinality(ids) > 0
+                THEN (SELECT count(pg_notify(${0}, p)) FROM unnest(${1}::text[]) AS p) END
             FROM (SELECT array(SELECT workflow_id FROM accepted) AS ids) AS a"""
         # The claim alone (the events follow by COPY in the same transaction) ...
         self.claim = claim + notify.format(5, 6)

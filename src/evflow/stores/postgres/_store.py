@@ -54,7 +54,7 @@ from ..._events import AnyEvent, Event
 from .._base import ChangeFeed, Store, check_sequence
 from .._group_commit import LAZY_COMMIT_SECONDS, Batch, GroupCommit
 from ._dsn import DEFAULT_SCHEMA, check_schema, pop_schema, redact
-from ._notify import Listener, NotifyFeed, cancel_note, mail_note, note
+from ._notify import Listener, NotifyFeed, cancel_note, mail_note, notes
 from ._sql import DDL_LOCK, OWNER_LOCK, Sql
 
 __all__ = ["PostgresStore"]
@@ -513,7 +513,7 @@ class PostgresStore(Store):
         firsts = [queued[w].first for w in ids]
         lasts = [queued[w].last for w in ids]
         owns = [queued[w].own for w in ids]
-        payload = note(ids)
+        payload = notes(ids)
         async with self._pool.acquire() as conn:
             if sum(len(queued[w].rows) for w in ids) >= _COPY_FROM:
                 async with conn.transaction():

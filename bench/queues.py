@@ -81,18 +81,9 @@ async def one(kind: str, store: str, n: int, dsn: str) -> dict[str, Any]:
             return await queue.enqueue(node, workflow_id=f"w-{i}")
         return await node.run_async(f"w-{i}")
 
-    # On PostgreSQL each enqueue holds the queue's store-wide lock on one of the pool's
-    # 4 connections while it lists the workflows and appends (two more connections): 4
-    # enqueues at once take every connection and wait for each other for good. There the
-    # queue's enqueues go one after the other (docs/performance.md, "(i) queues").
-    serial = queue is not None and store == "postgres"
-
     async def batch(first: int, count: int) -> tuple[float, float]:
         t0 = time.perf_counter()
-        if serial:
-            handles = [await start(i) for i in range(first, first + count)]
-        else:
-            handles = await asyncio.gather(*(start(i) for i in range(first, first + count)))
+        handles = await asyncio.gather(*(start(i) for i in range(first, first + count)))
         t_started = time.perf_counter()
         results = await asyncio.gather(*(h.result() for h in handles))
         elapsed = time.perf_counter() - t0
@@ -114,7 +105,7 @@ async def one(kind: str, store: str, n: int, dsn: str) -> dict[str, Any]:
     finally:
         if schema is not None:
             await _drop_schema(dsn, schema)
-    return {"seconds": seconds, "started_s": started, "enqueue": "serial" if serial else "gather"}
+    return {"seconds": seconds, "started_s": started, "enqueue": "gather"}
 
 
 # -- the driver --------------------------------------------------------------------------------

@@ -252,6 +252,12 @@ async def bench_cd(runs: int, want_d: bool) -> None:
                 for chunk in range(5):  # 4,990 more: 5,000 others in all
                     await run_many(998, None, prefix=f"big{chunk}")  # type: ignore[arg-type]
                 assert len(await evflow.list_all()) == 5001
+                # First right after the 5,000 ran, with whatever collection is due (as an
+                # application sees it), then after a collection (the lookup alone).
+                fresh = await read_figures(runs, wid)
+                for key in ("metadata", "status", "step_metadata"):
+                    ratios = [b / s for b, s in zip(fresh[key], small[key], strict=True)]
+                    emit(SYSTEM, f"d.{key}.nogc.ratio", ratios, "x (5000/10)", higher_is_better=False)
                 gc.collect()
                 big = await read_figures(runs, wid)
                 for key in ("metadata", "status"):

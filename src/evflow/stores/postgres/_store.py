@@ -141,6 +141,8 @@ class PostgresStore(Store):
         #: Connections for named locks only: a lock's holder uses the main pool inside it,
         #: so holding a main-pool connection for the lock could leave none for it.
         self._lock_pool: Any = None
+        #: The group commit's own connection: a write never queues behind reads.
+        self._write_pool: Any = None
         self._named_locks: dict[str, anyio.Lock] = {}
         self._listener = Listener(self._asyncpg, dsn, f"evflow.{schema}"[:63])
         self._write_lock: anyio.Lock | None = None
@@ -185,6 +187,10 @@ class PostgresStore(Store):
         try:
             self._pool = await pg.create_pool(self._dsn, min_size=1, max_size=4, reset=_keep_session)
             self._lock_pool = await pg.create_pool(self._dsn, min_size=0, max_size=2, reset=_keep_session)
+            if not self.read_only:
+                self._write_pool = await pg.create_pool(
+                    self._dsn, min_size=1, max_size=1, reset=_keep_session
+                )
             self._listener.open()
             if not self.read_only:
                 await self._create_schema()
@@ -330,7 +336,7 @@ class PostgresStore(Store):
                 await conn.close()
             except Exception:  # a dead connection is as good as closed
                 conn.terminate()
-        for attr in ("_lock_pool", "_pool"):
+        for attr in ("_write_pool", "_lock_pool", "_pool"):
             pool = getattr(self, attr)
             setattr(self, attr, None)
             if pool is not None:
@@ -477,7 +483,7 @@ class PostgresStore(Store):
         if not rejected:
             return
         try:  # the others are committed: only the rejected ones wait on this
-            async with self._pool.acquire() as conn:
+            async with self._write_pool.acquire() as conn:
                 found = dict(await conn.fetch(self._sql.last_seqs, rejected))
                 missing = [w for w in rejected if w not in found]
                 if missing:
@@ -514,7 +520,7 @@ class PostgresStore(Store):
         lasts = [queued[w].last for w in ids]
         owns = [queued[w].own for w in ids]
         payload = notes(ids)
-        async with self._pool.acquire() as conn:
+        async with self._write_pool.acquire() as conn:
             if sum(len(queued[w].rows) for w in ids) >= _COPY_FROM:
                 async with conn.transaction():
                     accepted = set(

@@ -652,9 +652,7 @@ class QueueRunner:
     ) -> WorkflowStarted | None:
         """The first event of the new pending workflow, after the checks (None: it exists)."""
         core = self.core
-        # A new id is appended at once (on a shared store a taken seq 1 says it exists:
-        # ``_record`` attaches then); one this engine has seen is read first.
-        if core.knows(wid) and (not core.store.shared or await core.sync_known(wid)):
+        if await core.sync_known(wid) if core.store.shared else core.knows(wid):
             return None
         if dedup_id is not None and queue is not None:
             holder = lane.dedup.get(dedup_id)

@@ -227,6 +227,10 @@ class TestMessages:
         GATES["bad"] = anyio.Event()
         async with evflow.Engine(store(), allow_pickle=False) as engine:
             await gate.step("bad").run_async("wf")
+            with anyio.fail_after(30):  # the step has started, and its start is written
+                while (await engine.get_metadata("wf", "gate"))["status"] != "RUNNING":
+                    await anyio.sleep(0.01)
+            await engine.store.flush("wf")
             before = await engine.store.read("wf")
             bad: list[tuple[Any, Any, Any, type[Exception]]] = [
                 ("", 1, None, ValueError),

@@ -83,6 +83,16 @@ class EventListener(Protocol):
         it was interrupted, which records no event)."""
 
 
+class _ClaimLock:
+    """A workflow's claim lock and how many tasks hold or wait for it."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.users = 0
+
+
 class EngineCore:
     """What runs workflows: their states, their live runs, the events, the task group.
 
@@ -114,8 +124,8 @@ class EngineCore:
         self._services: dict[object, object] = {}
         self._listeners: list[EventListener] = []
         #: Per workflow, held while a run/resume on a shared store decides whether to claim
-        #: it: ``[lock, holders and waiters]``, dropped when nobody uses it.
-        self._claim_locks: dict[str, list[Any]] = {}
+        #: it; dropped when nobody holds or waits for it.
+        self._claim_locks: dict[str, _ClaimLock] = {}
         self._wtg: anyio.abc.TaskGroup | None = None
         self._open = False
         self._service_task: Any = None
@@ -301,14 +311,14 @@ class EngineCore:
         shared store (a run of a new id, a resume, a takeover), others go on meanwhile."""
         entry = self._claim_locks.get(workflow_id)
         if entry is None:
-            entry = self._claim_locks[workflow_id] = [anyio.Lock(), 0]
-        entry[1] += 1
+            entry = self._claim_locks[workflow_id] = _ClaimLock()
+        entry.users += 1
         try:
-            async with entry[0]:
+            async with entry.lock:
                 yield
         finally:
-            entry[1] -= 1
-            if not entry[1]:
+            entry.users -= 1
+            if not entry.users:
                 del self._claim_locks[workflow_id]
 
     def knows(self, workflow_id: str) -> bool:

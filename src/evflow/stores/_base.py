@@ -60,8 +60,8 @@ class ChangeFeed:
         With ``fence``, every change made durable before the call is in the answer (or in
         an earlier one); without it, only those already heard of (no round trip). The
         first answer may name every workflow of the store. ``skip``: ids the caller needs
-        no answer for (its own runs): left out, and never looked up. Raises
-        ``StoreError`` when the store cannot be read.
+        no answer for (its own runs): a feed may leave them out, and then never looks them
+        up. Raises ``StoreError`` when the store cannot be read.
         """
         return None
 

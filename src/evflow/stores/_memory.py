@@ -80,9 +80,7 @@ class _MemoryFeed(ChangeFeed):
         self._first = False
         self.heard = set()
         self.woken = anyio.Event()
-        return {
-            wid: log[-1].seq if (log := logs.get(wid)) else 0 for wid in ids if skip is None or not skip(wid)
-        }
+        return {wid: log[-1].seq if (log := logs.get(wid)) else 0 for wid in ids}
 
     async def wait(self, timeout: float) -> None:  # noqa: ASYNC109
         if self._first or self.heard:

@@ -300,7 +300,7 @@ class NotifyFeed(ChangeFeed):
             self._missed = True  # cannot tell what was committed meanwhile
         missed, heard = self._missed, self._heard
         self._missed, self._heard, self._woken = False, set(), anyio.Event()
-        if skip is not None and heard:
+        if skip is not None and heard:  # no round trip for what the caller knows better
             heard = {w for w in heard if not skip(w)}
         if not missed and not heard:
             return {}
@@ -308,8 +308,7 @@ class NotifyFeed(ChangeFeed):
         try:
             async with self._pool().acquire() as conn:
                 if missed:
-                    every = dict(await conn.fetch(self._all_seqs))
-                    return every if skip is None else {w: s for w, s in every.items() if not skip(w)}
+                    return dict(await conn.fetch(self._all_seqs))
                 found = dict.fromkeys(heard, 0)  # no row: the log is gone
                 found.update(await conn.fetch(self._last_seqs, list(heard)))
                 return found

@@ -187,12 +187,11 @@ class PostgresStore(Store):
         try:
             self._pool = await pg.create_pool(self._dsn, min_size=1, max_size=4, reset=_keep_session)
             self._lock_pool = await pg.create_pool(self._dsn, min_size=0, max_size=2, reset=_keep_session)
+            self._listener.open()
             if not self.read_only:
                 self._write_pool = await pg.create_pool(
                     self._dsn, min_size=1, max_size=1, reset=_keep_session
                 )
-            self._listener.open()
-            if not self.read_only:
                 await self._create_schema()
                 if self.owner_id is not None:
                     self._lapsed = anyio.Event()

@@ -421,26 +421,25 @@ async def test_enqueues_and_claims_on_postgres_never_list_the_store(postgres: Ca
     handles, not with the store: no listing per enqueue or claim, and the answers of its
     feed name another engine's workflow only for that workflow's own commits."""
     key, others = new_probe(), new_probe()
-    store = postgres()
-    counted = Counted(store)
-    in_store, n = 400, 45
-    async with evflow.Engine(store) as engine, evflow.Engine(postgres()) as other:
+    postgres_a = postgres()
+    counted = Counted(postgres_a)
+    store, mine = range(400), range(45)
+    async with evflow.Engine(postgres_a) as engine, evflow.Engine(postgres()) as other:
         with anyio.fail_after(120):
             # another engine's, not through the queue: these run all at once (their own probe)
-            await run_all_at_once(
-                [lambda i=i: other.run(observed.step(others, i), workflow_id=f"other-{i}") for i in range(in_store)]
-            )
-            handles = [await limited.enqueue(observed.step(key, i), dedup_id=f"d-{i}") for i in range(n)]
-            assert sorted([await h.result() for h in handles]) == list(range(n))
-            mine = {h.workflow_id for h in handles}
+            runs = [lambda i=i: other.run(observed.step(others, i), workflow_id=f"o-{i}") for i in store]
+            await run_all_at_once(runs)
+            handles = [await engine.enqueue(limited, observed.step(key, i), dedup_id=f"d{i}") for i in mine]
+            assert sorted([await h.result() for h in handles]) == list(mine)
+            mine_ids = {h.workflow_id for h in handles}
     assert counted.listings == 0
-    store_ids = {f"other-{i}" for i in range(in_store)}
+    store_ids = {f"o-{i}" for i in store}
     # every claim's fenced answer names what was committed before it: each of them once at least
     assert store_ids <= set(counted.named)
     # ... then only after its own commits (start, step, end), not once per enqueue or claim
     assert max(counted.named[w] for w in store_ids) <= 4
-    assert set(counted.named) <= store_ids | mine
-    assert sum(counted.named[w] for w in mine) <= 6 * n
+    assert set(counted.named) <= store_ids | mine_ids
+    assert sum(counted.named[w] for w in mine_ids) <= 6 * len(mine)
     assert probes[key].peak <= 5
 
 

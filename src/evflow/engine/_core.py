@@ -127,7 +127,9 @@ class EngineCore:
         #: it; dropped when nobody holds or waits for it.
         self._claim_locks: dict[str, _ClaimLock] = {}
         self._wtg: anyio.abc.TaskGroup | None = None
-        self._open = False
+        #: Whether the core is between ``open`` and ``close`` (an attribute: every
+        #: module-level call asks it, through ``current_engine``).
+        self.is_open = False
         self._service_task: Any = None
         self._stop: anyio.Event | None = None
         self._stopped: anyio.Event | None = None
@@ -136,11 +138,6 @@ class EngineCore:
         self._loop_thread = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the core is between ``open`` and ``close``."""
-        return self._open
 
     async def open(self) -> None:
         """Open the store, fold every workflow's log, and start the task group."""
@@ -159,13 +156,13 @@ class EngineCore:
             raise
         self._loop_token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
-        self._open = True
+        self.is_open = True
 
     async def close(self) -> None:
         """Interrupt running workflows (they become RESUMABLE) and close the store."""
-        if not self._open:
+        if not self.is_open:
             return
-        self._open = False
+        self.is_open = False
         assert self._stop is not None and self._stopped is not None
         self._stop.set()
         with anyio.CancelScope(shield=True):
@@ -246,7 +243,7 @@ class EngineCore:
     def require_open(self) -> anyio.abc.TaskGroup:
         """The task group that workflow tasks and services start their tasks in;
         ``RuntimeError`` when the engine is not open."""
-        if not self._open or self._wtg is None:
+        if not self.is_open or self._wtg is None:
             raise RuntimeError("the engine is not open; use `async with evflow.Engine(...)`")
         return self._wtg
 
@@ -333,9 +330,14 @@ class EngineCore:
         """The workflow's state, first brought up to date with a shared store (or with any
         store whose write of it failed), unless this engine runs it, when memory is ahead
         of the store."""
-        if (self.store.shared or workflow_id in self._refetch) and workflow_id not in self._runs:
+        if self.must_read(workflow_id):
             await self.sync_known(workflow_id)
         return self.state(workflow_id)
+
+    def must_read(self, workflow_id: str) -> bool:
+        """Whether ``sync`` reads the store for the workflow (the reads' fast path asks
+        this, not ``sync``: a coroutine costs more than the whole answer from memory)."""
+        return (self.store.shared or workflow_id in self._refetch) and workflow_id not in self._runs
 
     async def sync_known(self, workflow_id: str) -> bool:
         """Read what other engines appended to the workflow (shared stores); whether it exists.

@@ -320,11 +320,17 @@ class Engine:
 
     async def get_status(self, workflow_id: str) -> WorkflowStatus:
         """The workflow's status now; raises ``WorkflowNotFoundError``."""
-        return (await self._core.sync(workflow_id)).status
+        core = self._core
+        if core.must_read(workflow_id):
+            await core.sync_known(workflow_id)
+        return core.state(workflow_id).status
 
     async def get_metadata(self, workflow_id: str, name: str | None = None) -> dict[str, Any]:
         """Metadata of the workflow, or of its step ``name`` (served from memory)."""
-        return (await self._core.sync(workflow_id)).metadata(name)
+        core = self._core
+        if core.must_read(workflow_id):
+            await core.sync_known(workflow_id)
+        return core.state(workflow_id).metadata(name)
 
     async def list_all(self, status_filter: StatusFilter = None) -> list[tuple[str, WorkflowStatus]]:
         """``[(workflow_id, status)]``, optionally only those with the given status(es)."""
@@ -644,6 +650,10 @@ def current_engine() -> Engine:
     """The engine of the enclosing ``async with Engine(...)`` block (see
     ``_context.current_runner``); raises ``NoEngineError`` when there is none."""
     engine = _context.current_runner()
+    return engine if type(engine) is Engine else _checked(engine)
+
+
+def _checked(engine: object) -> Engine:
     assert isinstance(engine, Engine)  # only an Engine installs itself as current
     return engine
 

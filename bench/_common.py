@@ -83,6 +83,23 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def fmt(x: float) -> str:
+    """A figure with as many digits as it needs (1,906 / 273 / 17.1 / 0.51)."""
+    ax = abs(x)
+    if ax >= 1000:
+        return f"{x:,.0f}"
+    if ax >= 100:
+        return f"{x:.0f}"
+    if ax >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def fig(values: Sequence[float]) -> str:
+    """``median [min-max]``."""
+    return f"{fmt(statistics.median(values))} [{fmt(min(values))}-{fmt(max(values))}]"
+
+
 def timed(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()

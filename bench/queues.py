@@ -33,7 +33,6 @@ import asyncio
 import atexit
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import DISCARD_ENV, discard, emit, parse_results, tmp_root  # noqa: E402
+from _common import DISCARD_ENV, discard, emit, fig, parse_results, tmp_root  # noqa: E402
 
 SYSTEM = "evflow"
 CONCURRENCY = 50
@@ -109,21 +108,6 @@ async def one(kind: str, store: str, n: int, dsn: str) -> dict[str, Any]:
 
 
 # -- the driver --------------------------------------------------------------------------------
-
-
-def fmt(x: float) -> str:
-    ax = abs(x)
-    if ax >= 1000:
-        return f"{x:,.0f}"
-    if ax >= 100:
-        return f"{x:.0f}"
-    if ax >= 10:
-        return f"{x:.1f}"
-    return f"{x:.2f}"
-
-
-def fig(values: list[float]) -> str:
-    return f"{fmt(statistics.median(values))} [{fmt(min(values))}-{fmt(max(values))}]"
 
 
 class Driver:

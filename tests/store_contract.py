@@ -451,6 +451,32 @@ class StoreContract:
                 feed.close()
 
     @pytest.mark.anyio
+    async def test_a_wait_on_a_change_feed_outlives_an_answer_given_meanwhile(self, tmp_path: Path) -> None:
+        # One task waits on the feed while another asks it for changes (the queue service's
+        # watcher and a claim): the wait must still end at the next change.
+        async with self.running(tmp_path) as store:
+            feed = store.change_feed()
+            try:
+                if await feed.changes() is None:
+                    return  # this store's feed cannot tell: its readers list the store
+                woke = anyio.Event()
+
+                async def waiter() -> None:
+                    await feed.wait(3600.0)
+                    woke.set()
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(waiter)
+                    await anyio.wait_all_tasks_blocked()
+                    assert await feed.changes() == {}  # asked meanwhile: nothing yet
+                    await store.append("wf-a", make_events("wf-a", 1, 1))
+                    with anyio.fail_after(10):
+                        await woke.wait()  # woken by the write, not by the time
+                assert await feed.changes() == {"wf-a": 1}
+            finally:
+                feed.close()
+
+    @pytest.mark.anyio
     async def test_a_change_feed_hears_another_writer(self, tmp_path: Path) -> None:
         self.require_reader()
         async with self.running(tmp_path) as store, self.reader(tmp_path) as reader:

@@ -447,11 +447,11 @@ async def test_a_wait_on_another_engines_workflow_reads_nothing_until_it_changes
     postgres: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The end of a workflow another engine runs is heard of (NOTIFY), not polled for."""
-    # No recheck (a read of what others run) before 10 s after the engines open: the 1 s
-    # window below sees none. The recheck stays as the safety net it is in production: in
-    # about 1 run of 3 the end of "first" is not acted on from its NOTIFY alone (a missed
-    # wake-up in the queue service, not yet found), and the recheck then starts "second".
-    monkeypatch.setattr(_queues, "SHARED_RECHECK", 10.0)
+    # No recheck (a read of what others run) during the test: the 1 s window below sees no
+    # read, and "second" can only be started by what the feed hears of the end of "first"
+    # (a claim that asked the feed while its watcher waited used to leave the watcher deaf
+    # to every later change, until the recheck).
+    monkeypatch.setattr(_queues, "SHARED_RECHECK", 3600.0)
     key = new_probe(gate=True)
     store_a = postgres()
     counted = Counted(store_a)

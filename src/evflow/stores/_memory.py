@@ -79,7 +79,8 @@ class _MemoryFeed(ChangeFeed):
         ids = list(logs) if self._first else self.heard
         self._first = False
         self.heard = set()
-        self.woken = anyio.Event()
+        if self.woken.is_set():  # an unset one may have a waiter (see NotifyFeed.changes)
+            self.woken = anyio.Event()
         return {wid: log[-1].seq if (log := logs.get(wid)) else 0 for wid in ids}
 
     async def wait(self, timeout: float) -> None:  # noqa: ASYNC109

@@ -299,7 +299,12 @@ class NotifyFeed(ChangeFeed):
         if not (await listener.fence(self._pool) if fence else await listener._listen()):
             self._missed = True  # cannot tell what was committed meanwhile
         missed, heard = self._missed, self._heard
-        self._missed, self._heard, self._woken = False, set(), anyio.Event()
+        self._missed, self._heard = False, set()
+        if self._woken.is_set():
+            # Only a set event is replaced: an unset one may be what a ``wait`` of another
+            # task awaits now (the queue service's watcher while a claim asks), and a new
+            # one would leave that waiter deaf to every later change.
+            self._woken = anyio.Event()
         if skip is not None and heard:  # no round trip for what the caller knows better
             heard = {w for w in heard if not skip(w)}
         if not missed and not heard:

@@ -419,6 +419,33 @@ async def test_cancel_abandons_a_sync_step_thread_and_discards_its_result() -> N
             await handle
 
 
+@pytest.mark.parametrize("retry_delay", [0.0, 1.0])
+async def test_a_step_whose_cleanup_raises_when_canceled_is_canceled_not_failed(retry_delay: float) -> None:
+    """An exception raised by a step's own clean-up of its cancellation is not a failure
+    of the step: no StepFailed, no retry, the workflow is CANCELED."""
+    started = anyio.Event()
+
+    @evflow.step(name="tidy", max_retries=3, retry_delay=retry_delay)
+    async def tidy() -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            raise RuntimeError("the clean-up failed")
+
+    async with evflow.Engine("memory://") as engine:
+        handle = await tidy.step().run_async("wf")
+        await started.wait()
+        with anyio.fail_after(10):
+            await evflow.cancel("wf")
+        with pytest.raises(evflow.WorkflowCancellationError):
+            await handle
+        await anyio.sleep(0.05)  # a retry would have started by now
+        assert await evflow.get_status("wf") == "CANCELED"
+        kinds = [type(e).__name__ for e in await engine.store.read("wf")]
+        assert kinds == ["WorkflowStarted", "StepStarted", "WorkflowCanceled"], kinds
+
+
 async def test_resume_a_canceled_workflow() -> None:
     async with evflow.Engine("memory://"):
         handle = await sleeper.step(30).run_async("wf")

@@ -13,9 +13,11 @@ the attempt itself and the flush that makes its output durable.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 
 from .. import _context
 from .._events import StepFailed, StepFinished, StepStarted
@@ -64,6 +66,10 @@ async def run_step(core: EngineCore, execution: Execution, name: str) -> list[st
                 raise
             except Exception as exc:
                 step.discard()
+                if anyio.current_effective_deadline() == -math.inf:
+                    # Cancelled, and the step's own clean-up raised: the cancellation goes
+                    # on (no StepFailed, no retry); its exception is dropped.
+                    await anyio.lowlevel.checkpoint()
                 will_retry = opts.max_retries == -1 or attempt <= opts.max_retries
                 if not will_retry and opts.catch_exceptions:
                     try:

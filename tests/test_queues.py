@@ -471,6 +471,40 @@ async def test_a_wait_on_another_engines_workflow_reads_nothing_until_it_changes
     assert probes[key].peak == 1
 
 
+async def test_a_wait_for_a_pending_workflow_reads_nothing_until_it_is_claimed(
+    postgres: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Awaiting a PENDING workflow on a shared store costs no read while it waits: the queue
+    service hears of its claim (here by another engine) and that wakes the wait."""
+    monkeypatch.setattr(_queues, "SHARED_RECHECK", 3600.0)
+    key = new_probe(gate=True)
+    store_a = postgres()
+    counted = Counted(store_a)
+    async with evflow.Engine(postgres()) as b, evflow.Engine(store_a, queues=[]) as a:
+        first = await b.enqueue(serial, observed.step(key, 0), workflow_id="first")
+        await wait_for(lambda: probes[key].active == 1)
+        second = await b.enqueue(serial, observed.step(key, 1), workflow_id="second")
+        outputs: list[Any] = []
+
+        async def wait_in_a() -> None:
+            outputs.append(await a.get_output("second"))
+
+        await wait_status(a, "second", "PENDING")  # a knows it (its queue service too)
+        await anyio.sleep(0.2)  # the feed's news of the enqueue is in: nothing new to read
+        looks = counted.reads.count("second")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_in_a)
+            await wait_for(lambda: counted.reads.count("second") > looks)  # the wait looked once
+            reads = len(counted.reads)
+            await anyio.sleep(2.5)  # a waiter that polled would read it again each second
+            assert counted.reads[reads:] == []
+            gates[key].set()
+            with anyio.fail_after(30):
+                assert await first.result() == 0
+                assert await second.result() == 1
+        assert outputs == [1]
+
+
 # -- rate limits ---------------------------------------------------------------------------------------
 
 

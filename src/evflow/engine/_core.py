@@ -348,6 +348,7 @@ class EngineCore:
         known = state = self._states.get(workflow_id)
         if workflow_id in self._claiming:  # memory is about to be ahead of what a read gives
             return state is not None
+        before = (state.last_seq, state.live) if state is not None else None
         fresh = None
         try:
             if state is None or workflow_id in self._refetch:
@@ -387,7 +388,10 @@ class EngineCore:
             # running workflow as RESUMABLE, and resume it.
             fresh.live = live
             self._states[workflow_id] = fresh
-        # else another look (or a claim) put a state in place meanwhile: that one stands
+        else:  # another look (or a claim) put a state in place meanwhile: that one stands
+            return True
+        if before != (state.last_seq, state.live):
+            self.notify(workflow_id)  # what another engine did: wake who waits for it here
         return True
 
     def refetch(self, workflow_id: str) -> None:

@@ -51,6 +51,8 @@ StatusFilter = WorkflowStatus | str | Iterable[WorkflowStatus | str] | None
 
 #: While another engine cancels a workflow at this one's request, ask it again this often.
 _REMOTE_CANCEL_RECHECK = 0.5
+#: A wait for a PENDING workflow on a shared store looks again without a change this often.
+_PENDING_RECHECK = 15.0
 
 
 class Engine:
@@ -405,9 +407,19 @@ class Engine:
                     raise core.store_failure(workflow_id, lost) from lost
                 raise WorkflowNotRunningError(workflow_id, status.value) from lost
             if self.store.shared and run is None:
-                # run by another engine: its events arrive through the store
-                with anyio.move_on_after(1.0):
-                    await self.store.wait_for_events(workflow_id, state.last_seq)
+                # run by another engine: its events arrive through the store (NOTIFY). A
+                # running one is looked at every second too (its engine may die, which
+                # appends nothing). A PENDING one has no owner to watch: the queue service
+                # follows it through the change feed and reads its claim, by whichever
+                # engine, which wakes this wait; so the safety net can be slack (10,000
+                # queued waiters would otherwise read the store 10,000 times a second).
+                if status is WorkflowStatus.PENDING:
+                    self._queues.ensure_started()
+                    with anyio.move_on_after(_PENDING_RECHECK):
+                        await core.wait_change(workflow_id)
+                else:
+                    with anyio.move_on_after(1.0):
+                        await self.store.wait_for_events(workflow_id, state.last_seq)
             else:
                 await core.wait_change(workflow_id)
 

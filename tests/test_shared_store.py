@@ -244,9 +244,12 @@ class Interleaving(Store):
         return await self.inner.owner_alive(owner)
 
 
-async def test_cancel_while_the_running_engine_appends_at_the_same_seq(stores: StoreFactory) -> None:
+async def test_cancel_while_the_running_engine_appends_at_the_same_seq(
+    stores: StoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     """Engine b reads the log (seq 1), then a's StepStarted takes seq 2 just before b's
-    WorkflowCanceled asks for it: b reads the log again and cancels at seq 3."""
+    WorkflowCanceled asks for it: b reads the log again and cancels at seq 3 (and a, whose
+    next append is refused, says that it lets go of the workflow)."""
     key = uuid.uuid4().hex
     gates[key] = anyio.Event()
     a_store = Interleaving(stores(), hold=StepStarted)
@@ -269,6 +272,8 @@ async def test_cancel_while_the_running_engine_appends_at_the_same_seq(stores: S
             await handle
         assert await a.get_status("wf") == "CANCELED"
         assert [type(e).__name__ for e in await a_store.read("wf")][-1] == "WorkflowCanceled"
+    said = [r.getMessage() for r in caplog.records if r.name == "evflow.recovery"]
+    assert any(m.startswith("workflow 'wf' was taken over by another engine, or written") for m in said)
 
 
 async def test_cancel_lands_before_the_running_engine_appends(stores: StoreFactory) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -59,6 +60,9 @@ from ._run import LiveRun
 if TYPE_CHECKING:
     from ..stores import Store
 
+
+#: Takeovers are told on the recovery logger (the one ``evflow worker`` prints).
+log = logging.getLogger("evflow.recovery")
 __all__ = ["EngineCore", "EventListener", "is_store_failure"]
 
 S = TypeVar("S")
@@ -589,7 +593,15 @@ class EngineCore:
         except Exception as exc:
             # The store failed (disk full, another engine appended to this workflow) or
             # a bug: this engine lets go of the workflow, which reports RESUMABLE.
-            self._lost[wid] = run.lost if run.lost is not None else _why_lost(exc)
+            self._lost[wid] = cause = run.lost if run.lost is not None else _why_lost(exc)
+            if run.lost is None and self.store.shared and isinstance(cause, SequenceConflictError):
+                # (a lapse of this engine's lease found it first when run.lost is set: said there)
+                log.warning(
+                    "workflow %r was taken over by another engine, or written by one, while this "
+                    "one ran it (%s): this engine lets go of it",
+                    wid,
+                    cause,
+                )
             # What was folded may be ahead of the store (events whose write failed, an end
             # folded but not written): a shared store is re-read at the next question, any
             # other right below, so that only what the store holds is reported (a run that

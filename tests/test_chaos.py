@@ -142,7 +142,7 @@ def test_chaos_four_workers_sigkill_every_two_seconds_and_a_sigstop(cluster: Clu
     reruns = [
         r for wid, (_, events) in results.items() for r in durable_finish_reruns(events, by_workflow[wid])
     ]
-    assert reruns == []
+    assert reruns == [], explain_reruns(reruns, results, by_workflow, killed_at, paused)
     # no step ran on two engines at once (but what the paused worker was inside when paused)
     in_flight_at_pause = 0
     overlaps = []
@@ -187,3 +187,23 @@ def test_chaos_four_workers_sigkill_every_two_seconds_and_a_sigstop(cluster: Clu
         f"step executions {executions} for {distinct} steps: {executions - distinct} in-flight steps "
         f"ran again ({in_flight_at_pause} of them inside the paused worker when it was paused)"
     )
+
+
+def explain_reruns(
+    reruns: list[Any],
+    results: dict[str, tuple[Any, list[Any]]],
+    by_workflow: dict[str, list[Any]],
+    killed_at: dict[str, float | None],
+    paused: tuple[Worker, float, float] | None,
+) -> str:
+    """What a failure needs to be understood: each affected workflow's log (seq, type,
+    owner, time) and every execution of the step, with the kills and the pause."""
+    lines = [f"kills: {killed_at}", f"paused: {paused and (paused[0].name, paused[1], paused[2])}"]
+    for wid in sorted({r[0] for r in reruns}):
+        lines.append(f"log of {wid}:")
+        for e in results[wid][1]:
+            who = getattr(e, "owner", None) or getattr(e, "name", "")
+            lines.append(f"  {e.seq:>3} {type(e).__name__:<16} {who} {e.time:.4f}")
+        names = {r[6] for r in reruns if r[0] == wid}
+        lines += [f"  ran: {r}" for r in by_workflow[wid] if r[6] in names]
+    return "\n".join(lines)

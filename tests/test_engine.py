@@ -794,3 +794,30 @@ async def test_a_log_from_a_newer_format_is_refused_and_others_stay_usable() -> 
         with pytest.raises(evflow.CorruptLogError, match="newer evflow"):
             await evflow.get_status("future")
         assert await evflow.get_output("old") == 3
+
+
+async def test_the_output_of_a_long_chain_is_found_without_walking_it_each_step() -> None:
+    """Finding a chain's output (after every step, as the engine does) walks each link of
+    the chain of continuations once in all, not once per step: a chain is linear."""
+    from evflow._projection import apply
+
+    n = 300
+    async with evflow.Engine("memory://") as engine:
+        assert await incr.step(0, n).run("chain") == n
+        events = await engine.store.read("chain")
+
+    class CountingSteps(dict[str, Any]):
+        looked = 0
+
+        def get(self, key: str, default: Any = None) -> Any:
+            CountingSteps.looked += 1
+            return super().get(key, default)
+
+    state = apply(None, events[0])
+    state.steps = CountingSteps(state.steps)
+    for event in events[1:]:
+        apply(state, event)
+        if type(event).__name__ == "StepFinished":
+            state.value_source(state.output or "")
+    assert state.value_source(state.output or "") is not None
+    assert CountingSteps.looked < 3 * (n + 1)  # walking it each time: ~n * n / 2

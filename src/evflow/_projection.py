@@ -127,6 +127,7 @@ class WorkflowState:
     """Folded state of one workflow; ``metadata()`` gives the ``get_metadata`` dicts."""
 
     __slots__ = (
+        "_output_tail",
         "actor_calls",
         "actor_class",
         "actor_state",
@@ -204,6 +205,9 @@ class WorkflowState:
         #: The idempotency keys (``str``) and mailbox ids (``int``) of every message
         #: received, consumed or not: a later message with one of them is a duplicate.
         self.message_ids: set[str | int] = _NO_IDS
+        #: How far ``value_source(output)`` got along the chain of continuations: the last
+        #: finished step it reached (finished steps stay finished, so it only moves on).
+        self._output_tail: tuple[str, str] | None = None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -246,12 +250,22 @@ class WorkflowState:
     def value_source(self, name: str) -> StepState | None:
         """The step whose recorded output is the value of step ``name``, following
         continuations; None while that value is not known."""
-        step = self.steps.get(name)
+        steps = self.steps
+        tail = self._output_tail if name == self.output else None
+        step = steps.get(tail[1] if tail is not None and tail[0] == name else name)
+        reached = None
         while step is not None and step.finished:
             if step.continuation_output is None:
-                return step
-            step = self.steps.get(step.continuation_output)
-        return None
+                reached = step
+                break
+            reached = step
+            step = steps.get(step.continuation_output)
+        else:
+            step = None
+        if reached is not None and name == self.output and (tail is None or tail[1] != reached.spec.name):
+            # A long chain is walked once, not once per step (which made a chain quadratic).
+            self._output_tail = (name, reached.spec.name)
+        return step
 
     def metadata(self, name: str | None = None) -> dict[str, Any]:
         """``get_metadata`` for the workflow, or for step ``name``."""
@@ -438,6 +452,8 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
         state.running.add(event.name)
     elif isinstance(event, StepFinished):
         step = state.step(event.name)
+        if step.finished:  # finished again (its earlier end was cut off): walk afresh
+            state._output_tail = None
         step.status = StepStatus.SUCCESSFUL
         step.end_time = t
         step.finished = True

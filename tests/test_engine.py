@@ -821,3 +821,23 @@ async def test_the_output_of_a_long_chain_is_found_without_walking_it_each_step(
             state.value_source(state.output or "")
     assert state.value_source(state.output or "") is not None
     assert CountingSteps.looked < 3 * (n + 1)  # walking it each time: ~n * n / 2
+
+
+async def test_a_finished_workflow_gives_the_cyclic_gc_one_object_not_one_per_step() -> None:
+    """The projection of a finished workflow is walked by every full collection of the
+    process (issue 16 (d)): its steps and their bookkeeping are not tracked, only the
+    ``WorkflowState`` itself, so 5,000 finished workflows do not slow down the reads."""
+    import gc
+
+    from evflow._projection import replay
+
+    async with evflow.Engine("memory://") as engine:
+        assert await add.step(add.step(1, 1), add.step(2, 2)).run("three") == 6
+        events = await engine.store.read("three")
+    for state in (engine_state := replay(events), replay(events[:3])):  # finished, mid-run
+        assert len(state.steps) == 3
+        assert not gc.is_tracked(state.steps)
+        assert not any(gc.is_tracked(step) for step in state.steps.values())
+        assert not gc.is_tracked(state.running)
+        assert not gc.is_tracked(state.counters)
+    assert engine_state.status == "SUCCESSFUL"

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import Any
 
+import msgspec
+
 from ._errors import StepNotFoundError
 from ._events import (
     FORMAT_VERSION,
@@ -80,43 +82,31 @@ _NO_INBOX: dict[str, dict[int, MessageReceived]] = {}
 _NO_IDS: set[str | int] = set()
 
 
-class StepState:
-    """Folded state of one recorded step."""
+class StepState(msgspec.Struct, gc=False, eq=False):
+    """Folded state of one recorded step.
 
-    __slots__ = (
-        "attempt",
-        "consumed",
-        "continuation_output",
-        "end_time",
-        "error",
-        "finished",
-        "output",
-        "parent",
-        "spec",
-        "start_time",
-        "status",
-        "user_metadata",
-        "wake_time",
-    )
+    Not tracked by the cyclic garbage collector (it never refers back to anything that
+    refers to it), and neither, therefore, is a workflow's ``steps`` dict: a finished
+    workflow costs a full collection one object, its ``WorkflowState``, not one per step.
+    """
 
-    def __init__(self, spec: StepSpec, parent: str | None) -> None:
-        self.spec = spec
-        self.parent = parent
-        self.status = StepStatus.PENDING
-        #: Shared with the spec until metadata is attached: the fold never changes it in place.
-        self.user_metadata: dict[str, Any] = spec.user_metadata
-        self.start_time: float | None = None
-        self.end_time: float | None = None
-        self.attempt = 0
-        #: StepFinished seen (in any run); its value is ``output`` or the continuation's.
-        self.finished = False
-        self.output: bytes | None = None
-        self.continuation_output: str | None = None
-        self.error: ErrorInfo | None = None
-        #: When a durable timer of the step fires (``TimerStarted``); kept across resumes.
-        self.wake_time: float | None = None
-        #: The seq of the message an ``EVENT`` step consumed (``StepFinished.consumed``).
-        self.consumed: int | None = None
+    spec: StepSpec
+    parent: str | None
+    #: Shared with the spec until metadata is attached: the fold never changes it in place.
+    user_metadata: dict[str, Any]
+    status: StepStatus = StepStatus.PENDING
+    start_time: float | None = None
+    end_time: float | None = None
+    attempt: int = 0
+    #: StepFinished seen (in any run); its value is ``output`` or the continuation's.
+    finished: bool = False
+    output: bytes | None = None
+    continuation_output: str | None = None
+    error: ErrorInfo | None = None
+    #: When a durable timer of the step fires (``TimerStarted``); kept across resumes.
+    wake_time: float | None = None
+    #: The seq of the message an ``EVENT`` step consumed (``StepFinished.consumed``).
+    consumed: int | None = None
 
     @property
     def name(self) -> str:
@@ -177,7 +167,9 @@ class WorkflowState:
         self.version = 0
         self.error: ErrorInfo | None = None
         self.failed_step: str | None = None
-        self.running: set[str] = set()
+        #: The steps started and not ended, as dict keys (values None): a dict of strings
+        #: is not tracked by the cyclic garbage collector, a set always is.
+        self.running: dict[str, None] = {}
         #: The engine that recorded the latest WorkflowStarted (it runs the workflow).
         self.owner: str | None = None
         self.actor_class: str | None = None
@@ -319,7 +311,7 @@ class WorkflowState:
 
     def _register(self, specs: Iterable[StepSpec], parent: str | None) -> None:
         for spec in specs:
-            self.steps[spec.name] = StepState(spec, parent)
+            self.steps[spec.name] = StepState(spec, parent, spec.user_metadata)
             base = spec.options.name
             index = _name_index(base, spec.name)
             if index >= self.counters.get(base, 0):
@@ -449,7 +441,7 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
         if event.attempt <= 1:
             step.start_time = t
             step.end_time = None
-        state.running.add(event.name)
+        state.running[event.name] = None
     elif isinstance(event, StepFinished):
         step = state.step(event.name)
         if step.finished:  # finished again (its earlier end was cut off): walk afresh
@@ -460,7 +452,7 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
         step.error = None
         step.output = event.output
         step.continuation_output = event.continuation_output
-        state.running.discard(event.name)
+        state.running.pop(event.name, None)
         if event.continuation:
             state._register(event.continuation, event.name)
         if event.actor_state is not None:
@@ -479,7 +471,7 @@ def apply(state: WorkflowState | None, event: Event) -> WorkflowState:
         if not event.will_retry:
             step.status = StepStatus.FAILED
             step.end_time = t
-            state.running.discard(event.name)
+            state.running.pop(event.name, None)
     elif isinstance(event, MetadataAttached):
         # Replaced, not updated: the old dict may be shared with a recorded event.
         if event.step is None:

@@ -19,6 +19,7 @@ import anyio
 import pytest
 
 import evflow
+from evflow.events import WorkflowStarted
 from evflow.stores import Store
 
 TESTS_DIR = Path(__file__).parent
@@ -294,6 +295,56 @@ async def test_cancel_from_another_engine_stops_the_running_step_at_once(pg: Cal
         print(
             f"cancel from another engine: the step stopped and CANCELED was recorded in {took * 1000:.0f} ms"
         )
+
+
+_GATES: dict[str, anyio.Event] = {}
+
+
+@evflow.step
+async def gated_step(key: str) -> str:
+    await _GATES[key].wait()
+    return "done"
+
+
+async def test_an_engine_whose_append_its_own_lapsed_lease_refused_says_it_was_taken_over(
+    pg: Callable[[], Store], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lease of engine a runs out while its step runs (as after SIGSTOP), engine b takes
+    the workflow over, then the step ends: a's ``StepFinished`` is refused for the lapse
+    itself (``LeaseExpiredError``) before any renewal has found it, so the run is gone by
+    the time the renewal does; a still says, once, that the workflow was taken over."""
+    key = f"lapse-{time.monotonic_ns()}"
+    _GATES[key] = anyio.Event()
+    caplog.set_level("WARNING", logger="evflow.recovery")
+    # A long lease: its renewals (every lease / 6 = 3 s) come long after the refusal.
+    async with evflow.Engine(pg(), engine_id="a", recovery_interval=30) as a:
+        handle = await a.run_async(gated_step.step(key), "wf")
+        await wait_for(lambda: _has(a, "wf", "StepStarted"), "the step started")
+        async with evflow.Engine(pg(), engine_id="b", queues=[]) as b:
+            events = await b.store.read("wf")
+            # b's claim, as recovery appends it: the next WorkflowStarted, a resume owned by b.
+            claim = WorkflowStarted(
+                seq=events[-1].seq + 1, time=time.time(), workflow_id="wf", resume=True, owner="b"
+            )
+            await b.store.append("wf", [claim])
+        a.store._lease_until = 0.0  # type: ignore[attr-defined]  # paused past its lease
+        _GATES[key].set()
+        with anyio.fail_after(30), pytest.raises(evflow.WorkflowExecutionError) as lost:
+            await handle
+        assert isinstance(lost.value.__cause__, evflow.StoreError)
+        assert "lease ran out" in str(lost.value.__cause__)
+        assert not [r for r in caplog.records if "taken over" in r.getMessage()]  # not yet renewed
+
+        async def told() -> bool:
+            return any("taken over" in r.getMessage() for r in caplog.records)
+
+        await wait_for(told, "a says the workflow was taken over")
+        said = [r.getMessage() for r in caplog.records if r.name == "evflow.recovery"]
+        assert said == ["workflow 'wf' was taken over by another engine while this one was away"]
+
+
+async def _has(engine: evflow.Engine, workflow_id: str, event_type: str) -> bool:
+    return event_type in event_types(await engine.store.read(workflow_id))
 
 
 async def test_recovery_claims_each_workflow_once_when_engines_start_together(

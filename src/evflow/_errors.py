@@ -211,6 +211,12 @@ class LogFoldError(CorruptLogError):
         self.args = (f"workflow {workflow_id!r}: the log does not fold at seq {seq}: {what}",)
 
 
+class LeaseExpiredError(StoreError):
+    """A shared store refused an append because this engine's lease ran out (the process
+    was paused, or cut off from the server, for longer than the lease): another engine
+    may own the workflow now."""
+
+
 class SequenceConflictError(StoreError):
     """An append's sequence number does not follow the stored log."""
 

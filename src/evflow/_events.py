@@ -127,7 +127,6 @@ class WorkflowStarted(Event, frozen=True):
     ``owner`` is the id of the engine that runs this run: while the log says RUNNING, the
     workflow is RESUMABLE unless that engine is alive. A fork's first event names its
     source in ``forked_from``.
-    workflow is RESUMABLE unless that engine is alive.
 
     A first event with ``pending=True`` records the workflow ``PENDING`` (queued, not
     started; its ``owner`` is the engine that recorded it): the run starts with a later

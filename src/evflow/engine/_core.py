@@ -32,6 +32,7 @@ import sniffio
 from .._codec import decode_value, encode_value, error_info, exception_from_info
 from .._errors import (
     CorruptLogError,
+    LeaseExpiredError,
     SequenceConflictError,
     StoreError,
     UnencodableError,
@@ -414,6 +415,11 @@ class EngineCore:
     def lost_cause(self, workflow_id: str) -> Exception | None:
         """Why this engine let go of the workflow mid-run (a store error), if it did."""
         return self._lost.get(workflow_id)
+
+    def lost_to_lapses(self) -> list[str]:
+        """The workflows this engine let go of because its lease had run out (the store
+        refused their appends): another engine may have taken them over meanwhile."""
+        return [wid for wid, cause in self._lost.items() if isinstance(cause, LeaseExpiredError)]
 
     def record_lost(self, workflow_id: str, exc: StoreError) -> None:
         """A resume of the workflow could not be recorded: ``exc`` is why it is not

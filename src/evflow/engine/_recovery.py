@@ -20,6 +20,7 @@ workflows (there is nobody else to take them).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -71,10 +72,23 @@ class OwnershipService:
                     run.scope.cancel()
 
     async def serve_lapses(self) -> None:
-        """After each lapse of this engine's lease, stop the runs taken over meanwhile."""
+        """After each lapse of this engine's lease, stop the runs taken over meanwhile, and
+        say which workflows were: those still running here, and those whose runs already
+        let go because the store refused an append for the lapse itself."""
         core = self.core
+        told: set[str] = set()
         while True:
             await core.store.wait_lapse()
+            for wid in core.lost_to_lapses():
+                if wid in told or core.run_of(wid) is not None:
+                    continue
+                # Its log says who runs it now (a claim appends the next WorkflowStarted).
+                with contextlib.suppress(StoreError):
+                    await core.sync_known(wid)
+                state = core.find_state(wid)
+                if state is not None and state.owner not in (None, core.engine_id):
+                    told.add(wid)
+                    log.warning("workflow %r was taken over by another engine while this one was away", wid)
             running = [wid for wid, _ in core.states() if core.run_of(wid) is not None]
             try:
                 taken = await core.store.not_owned(running)

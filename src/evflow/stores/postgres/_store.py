@@ -49,7 +49,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ..._codec import decode_event, encode_event
-from ..._errors import CorruptLogError, SequenceConflictError, StoreError
+from ..._errors import CorruptLogError, LeaseExpiredError, SequenceConflictError, StoreError
 from ..._events import AnyEvent, Event
 from .._base import ChangeFeed, Store, check_sequence
 from .._group_commit import LAZY_COMMIT_SECONDS, Batch, GroupCommit
@@ -363,7 +363,7 @@ class PostgresStore(Store):
         if "\x00" in workflow_id:
             raise ValueError(f"workflow id {workflow_id!r} contains NUL, which PostgreSQL text cannot hold")
         if time.monotonic() > self._lease_until:
-            raise StoreError(
+            raise LeaseExpiredError(
                 f"{self.url}: this engine's lease ran out (paused or cut off from the server "
                 "for longer than it); another engine may own the workflow now"
             )

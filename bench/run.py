@@ -12,8 +12,8 @@ every ratio compares the same minutes of the shared disk (A B A B ...). The peer
 their own virtual environments under ``bench/.venvs/`` (created on first use, then
 reused) with the same workloads where they have them, one system at a time so that they
 never share the 2 cores. Ratios compare medians measured in this same run and are
-oriented so that > 1 means evflow is better; "pairs" gives the range of the per-round
-ratios. Results also go to
+oriented so that > 1 means evflow is better; the bracket after a ratio is the range of
+the per-round ratios. Results also go to
 ``bench/results/run-<time>.jsonl`` and ``.txt``. See docs/performance.md.
 
 The temp stores of all scripts are deleted only when the suite ends (see _common.discard:

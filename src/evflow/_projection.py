@@ -86,8 +86,9 @@ class StepState(msgspec.Struct, gc=False, eq=False):
     """Folded state of one recorded step.
 
     Not tracked by the cyclic garbage collector (it never refers back to anything that
-    refers to it), and neither, therefore, is a workflow's ``steps`` dict: a finished
-    workflow costs a full collection one object, its ``WorkflowState``, not one per step.
+    refers to it), and neither, therefore, is a workflow's ``steps`` dict: what a full
+    collection walks for a finished workflow is its ``WorkflowState`` and the ``deps``
+    lists of its recorded specs, not a state, a set and a dict per workflow besides.
     """
 
     spec: StepSpec

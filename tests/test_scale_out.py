@@ -343,6 +343,47 @@ async def test_an_engine_whose_append_its_own_lapsed_lease_refused_says_it_was_t
         assert said == ["workflow 'wf' was taken over by another engine while this one was away"]
 
 
+@evflow.step
+async def plain_step(x: int) -> int:
+    return x + 1
+
+
+async def test_after_a_lapse_nothing_is_appended_until_the_engine_has_checked_its_workflows(
+    pg: Callable[[], Store],
+) -> None:
+    """A renewal that finds the lease had lapsed (as after SIGSTOP) renews it, but the store
+    keeps refusing appends until the engine has asked the owner index which workflows were
+    taken over meanwhile and stopped those runs: a step of one could otherwise start in
+    the moment between (the chaos test saw a woken worker run a step another had finished)."""
+    async with evflow.Engine(pg(), engine_id="a", recovery_interval=1, queues=[]) as a:
+        store = a.store
+        asked = anyio.Event()
+        answer = anyio.Event()
+        real_not_owned = store.not_owned
+
+        async def held_not_owned(workflow_ids: list[str]) -> list[str]:
+            asked.set()
+            await answer.wait()
+            return await real_not_owned(workflow_ids)
+
+        store.not_owned = held_not_owned  # type: ignore[method-assign]
+        assert await plain_step.step(1).run("before") == 2
+        store._lease_until = 0.0  # type: ignore[attr-defined]  # paused past its lease
+        with anyio.fail_after(30):
+            await asked.wait()  # a renewal found the lapse; the engine asks the index
+        assert not store.lease_ok()
+        with pytest.raises(evflow.WorkflowExecutionError) as refused:
+            await plain_step.step(2).run("meanwhile")
+        assert "lease ran out" in str(refused.value.__cause__)
+        answer.set()  # nothing was taken over: appends are accepted again
+
+        async def accepted() -> bool:
+            return store.lease_ok()
+
+        await wait_for(accepted, "the store accepts appends again")
+        assert await plain_step.step(3).run("after") == 4
+
+
 async def _has(engine: evflow.Engine, workflow_id: str, event_type: str) -> bool:
     return event_type in event_types(await engine.store.read(workflow_id))
 

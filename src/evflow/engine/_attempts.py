@@ -55,6 +55,9 @@ async def run_step(core: EngineCore, execution: Execution, name: str) -> list[st
             await lock.acquire()
         try:
             fields = None
+            lost = execution.run.lost
+            if lost is not None:  # taken over meanwhile: its cancellation may not be here yet
+                raise lost
             core.emit(state, (StepStarted, {"name": name, "attempt": attempt}))
             try:
                 result = await step.attempt()

@@ -40,6 +40,8 @@ log = logging.getLogger("evflow.recovery")
 CLAIM_BATCH = 50
 #: Safety net of the remote-cancel listener: look again without a notification this often.
 _CANCEL_RECHECK = 5.0
+#: Seconds between asks of the owner index after a lapse, while it cannot be reached.
+_LAPSE_RECHECK = 0.5
 
 
 def scan_interval(recovery_interval: float) -> float:
@@ -72,13 +74,30 @@ class OwnershipService:
                     run.scope.cancel()
 
     async def serve_lapses(self) -> None:
-        """After each lapse of this engine's lease, stop the runs taken over meanwhile, and
-        say which workflows were: those still running here, and those whose runs already
-        let go because the store refused an append for the lapse itself."""
+        """After each lapse of this engine's lease, stop the runs taken over meanwhile (the
+        store refuses appends until then), then say which workflows were: those running
+        here, and those whose runs had already let go because the store refused an append
+        for the lapse itself."""
         core = self.core
         told: set[str] = set()
         while True:
             await core.store.wait_lapse()
+            while True:  # until the index answers: nothing is appended meanwhile
+                running = [wid for wid, _ in core.states() if core.run_of(wid) is not None]
+                try:
+                    taken = await core.store.not_owned(running)
+                    break
+                except StoreError:
+                    await anyio.sleep(_LAPSE_RECHECK)
+            for wid in taken:
+                run = core.run_of(wid)
+                if run is not None and run.lost is None:
+                    log.warning("workflow %r was taken over by another engine while this one was away", wid)
+                    state = core.find_state(wid)
+                    seq = state.last_seq + 1 if state is not None else 0
+                    run.lost = SequenceConflictError(wid, seq, 0)  # 0: its seq is not known here
+                    run.scope.cancel()
+            core.store.lapse_checked()
             for wid in core.lost_to_lapses():
                 if wid in told or core.run_of(wid) is not None:
                     continue
@@ -89,19 +108,6 @@ class OwnershipService:
                 if state is not None and state.owner not in (None, core.engine_id):
                     told.add(wid)
                     log.warning("workflow %r was taken over by another engine while this one was away", wid)
-            running = [wid for wid, _ in core.states() if core.run_of(wid) is not None]
-            try:
-                taken = await core.store.not_owned(running)
-            except StoreError:
-                continue  # their appends are refused (seqs taken) if they were
-            for wid in taken:
-                run = core.run_of(wid)
-                if run is not None and run.lost is None:
-                    log.warning("workflow %r was taken over by another engine while this one was away", wid)
-                    state = core.find_state(wid)
-                    seq = state.last_seq + 1 if state is not None else 0
-                    run.lost = SequenceConflictError(wid, seq, 0)  # 0: its seq is not known here
-                    run.scope.cancel()
 
     async def recover(self, take_over: Callable[[str], Awaitable[bool]], scan: float) -> None:
         """Keep claiming and taking over orphaned workflows, every ``scan`` seconds."""

@@ -216,8 +216,13 @@ class Store(abc.ABC):
 
     async def wait_lapse(self) -> None:
         """Return when this engine finds its lease had run out (a shared store's engine
-        paused or cut off): it must check which of its workflows are still its own."""
+        paused or cut off): it must check which of its workflows are still its own, and
+        the store refuses appends until it says so with ``lapse_checked``."""
         await anyio.sleep_forever()
+
+    def lapse_checked(self) -> None:
+        """The engine has stopped its runs of the workflows taken over during the lapse
+        ``wait_lapse`` reported: appends may be accepted again."""
 
     async def claim_orphans(self, limit: int) -> list[tuple[str, str]]:
         """Make this engine the owner of up to ``limit`` workflows whose logs leave them

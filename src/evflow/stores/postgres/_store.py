@@ -23,7 +23,10 @@ hold (``owner_alive`` looks for the lock in ``pg_locks`` rather than taking it, 
 compares the heartbeat with the database's clock). Once ``lease`` seconds have passed
 since its last renewal was sent (a paused process, a network cut), the store refuses
 appends until it renews again (``lease_ok``): by then another engine may have taken its
-workflows over. Whatever it still tries to append is fenced by the seqs anyway.
+workflows over. A renewal that finds such a lapse keeps refusing them until the engine
+has stopped its runs of the workflows it lost (``wait_lapse``, ``lapse_checked``), so that
+no step of one starts meanwhile. Whatever it still tries to append is fenced by the seqs
+anyway.
 
 Group commit: a batch is committed as soon as somebody ``flush``es it (``append`` does), or
 LAZY_COMMIT_SECONDS after it began filling: events nobody waits for (a ``StepStarted``)
@@ -161,6 +164,10 @@ class PostgresStore(Store):
         #: Until when (``time.monotonic``) this engine's lease surely holds.
         self._lease_until = float("inf")
         self._lapsed: anyio.Event | None = None
+        #: A renewal found the lease had lapsed: appends stay refused, although the lease
+        #: holds again, until the engine has stopped the runs taken over meanwhile
+        #: (``lapse_checked``).
+        self._fenced = False
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
@@ -221,7 +228,10 @@ class PostgresStore(Store):
         sent = time.monotonic()
         await conn.execute(self._sql.heartbeat, self.owner_id, _owner_key(self.owner_id), self.lease)
         if sent > self._lease_until and self._lapsed is not None:
-            # the lease ran out before this renewal: others may have taken workflows over
+            # The lease ran out before this renewal: others may have taken workflows over.
+            # Nothing is appended (no step of such a workflow starts here) until the engine
+            # has checked which are no longer its own.
+            self._fenced = True
             self._lapsed.set()
             self._lapsed = anyio.Event()
         self._lease_until = sent + self.lease
@@ -247,15 +257,22 @@ class PostgresStore(Store):
 
     def lease_ok(self) -> bool:
         """Whether this engine's lease surely still holds (no engine can have judged it
-        dead): ``time.monotonic()`` is before the last renewal's send time plus ``lease``."""
-        return time.monotonic() <= self._lease_until
+        dead): ``time.monotonic()`` is before the last renewal's send time plus ``lease``,
+        and no lapse is waiting for ``lapse_checked``."""
+        return not self._fenced and time.monotonic() <= self._lease_until
 
     async def wait_lapse(self) -> None:
-        """Return when a renewal finds that the lease had run out before it."""
+        """Return when a renewal finds that the lease had run out before it; appends are
+        refused from then until ``lapse_checked``."""
         if self._lapsed is None:
             await anyio.sleep_forever()
         assert self._lapsed is not None
         await self._lapsed.wait()
+
+    def lapse_checked(self) -> None:
+        """The engine has stopped its runs of the workflows taken over during the lapse:
+        appends are accepted again (while the lease holds)."""
+        self._fenced = False
 
     async def _create_schema(self) -> None:
         async with self._pool.acquire() as conn:
@@ -362,7 +379,7 @@ class PostgresStore(Store):
             return
         if "\x00" in workflow_id:
             raise ValueError(f"workflow id {workflow_id!r} contains NUL, which PostgreSQL text cannot hold")
-        if time.monotonic() > self._lease_until:
+        if self._fenced or time.monotonic() > self._lease_until:
             raise LeaseExpiredError(
                 f"{self.url}: this engine's lease ran out (paused or cut off from the server "
                 "for longer than it); another engine may own the workflow now"

@@ -331,11 +331,14 @@ class Suite:
 
     # -- the report --------------------------------------------------------------------------
 
+    def _both(self, key: str, peer: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """evflow's record of ``key`` and the peer's record it is compared with."""
+        theirs_key = PEER_FIGURE.get(peer, {}).get(key)
+        return self.get("evflow", key), self.get(peer, theirs_key) if theirs_key else None
+
     def vs(self, key: str, peer: str) -> float | None:
         """How many times better evflow is than ``peer`` on ``key`` (medians), or None."""
-        ours = self.get("evflow", key)
-        theirs_key = PEER_FIGURE.get(peer, {}).get(key)
-        theirs = self.get(peer, theirs_key) if theirs_key else None
+        ours, theirs = self._both(key, peer)
         if ours is None or theirs is None:
             return None
         m, p = ours["stats"]["median"], theirs["stats"]["median"]
@@ -345,9 +348,7 @@ class Suite:
 
     def pairs(self, key: str, peer: str) -> tuple[float, float] | None:
         """The range of the per-round ratios evflow/peer (round i with round i)."""
-        ours = self.get("evflow", key)
-        theirs_key = PEER_FIGURE.get(peer, {}).get(key)
-        theirs = self.get(peer, theirs_key) if theirs_key else None
+        ours, theirs = self._both(key, peer)
         if ours is None or theirs is None or len(ours["values"]) != len(theirs["values"]):
             return None
         ratios = [

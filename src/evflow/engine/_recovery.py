@@ -44,6 +44,10 @@ _CANCEL_RECHECK = 5.0
 _LAPSE_RECHECK = 0.5
 
 
+def _say_taken_over(workflow_id: str) -> None:
+    log.warning("workflow %r was taken over by another engine while this one was away", workflow_id)
+
+
 def scan_interval(recovery_interval: float) -> float:
     """How often recovery looks for dead engines' workflows: a fifth of the interval it
     promises (at most a second), so a death is acted on well within it."""
@@ -92,7 +96,7 @@ class OwnershipService:
             for wid in taken:
                 run = core.run_of(wid)
                 if run is not None and run.lost is None:
-                    log.warning("workflow %r was taken over by another engine while this one was away", wid)
+                    _say_taken_over(wid)
                     state = core.find_state(wid)
                     seq = state.last_seq + 1 if state is not None else 0
                     run.lost = SequenceConflictError(wid, seq, 0)  # 0: its seq is not known here
@@ -107,7 +111,7 @@ class OwnershipService:
                 state = core.find_state(wid)
                 if state is not None and state.owner not in (None, core.engine_id):
                     told.add(wid)
-                    log.warning("workflow %r was taken over by another engine while this one was away", wid)
+                    _say_taken_over(wid)
 
     async def recover(self, take_over: Callable[[str], Awaitable[bool]], scan: float) -> None:
         """Keep claiming and taking over orphaned workflows, every ``scan`` seconds."""

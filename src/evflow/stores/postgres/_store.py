@@ -379,7 +379,7 @@ class PostgresStore(Store):
             return
         if "\x00" in workflow_id:
             raise ValueError(f"workflow id {workflow_id!r} contains NUL, which PostgreSQL text cannot hold")
-        if self._fenced or time.monotonic() > self._lease_until:
+        if not self.lease_ok():
             raise LeaseExpiredError(
                 f"{self.url}: this engine's lease ran out (paused or cut off from the server "
                 "for longer than it); another engine may own the workflow now"

@@ -333,6 +333,38 @@ async def test_a_failed_write_is_reported_and_the_database_judges_the_next(pg_ds
         await store.close()
 
 
+async def test_a_write_connection_the_server_ended_between_commits_is_replaced(
+    pg_dsn: str, schema: str
+) -> None:
+    # The group commit holds one connection across commits: when the server ends it (a
+    # restart, a failover, an administrator), the next commit takes a new one.
+    app = f"evflow-test-{uuid.uuid4().hex[:12]}"
+    sep = "&" if "?" in pg_dsn else "?"
+    store = PostgresStore(f"{pg_dsn}{sep}application_name={app}", schema=schema)
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        async with running(store):
+            await store.append("wf", [started(1)])
+            await store.append("wf", [started(2)])
+            writers = await admin.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query LIKE $2",
+                app,
+                "%WITH batch AS%",  # the append statement
+            )
+            assert len(writers) == 1  # both commits went through the same connection
+            await admin.execute("SELECT pg_terminate_backend($1)", writers[0]["pid"])
+
+            async def seen_closed() -> bool:
+                return not _store._usable(store._write_conn)
+
+            await until(seen_closed)
+            await store.append("wf", [started(3)])
+            await store.append("wf", [started(4)])
+            assert [e.seq for e in await store.read("wf")] == [1, 2, 3, 4]
+    finally:
+        await admin.close()
+
+
 # -- following and liveness --------------------------------------------------------------------
 
 

@@ -366,11 +366,13 @@ class PostgresStore(Store):
             except Exception:  # a dead connection is as good as closed
                 conn.terminate()
         conn, self._write_conn = self._write_conn, None
-        if conn is not None and _usable(conn):
+        if conn is not None and not _usable(conn):
+            _discard(conn)
+        elif conn is not None:
             try:
                 await self._write_pool.release(conn)
             except BaseException:
-                conn.terminate()
+                _discard(conn)
                 raise
         for attr in ("_write_pool", "_lock_pool", "_pool"):
             pool = getattr(self, attr)
@@ -586,16 +588,17 @@ class PostgresStore(Store):
         (cancelled, timed out, cut off) is terminated, and the next commit gets another."""
         conn = self._write_conn
         if conn is None or not _usable(conn):
+            if conn is not None:
+                _discard(conn)  # closed, it may still hold the pool's only slot
             self._write_conn = None
             conn = self._write_conn = await self._write_pool.acquire()
         try:
             yield conn
         except self._asyncpg.PostgresError:
-            raise  # the server refused the statement: the connection is sound
+            raise  # the server refused the statement (or ended the connection: seen next time)
         except BaseException:
             self._write_conn = None
-            if _usable(conn):
-                conn.terminate()  # gives the pool its slot back
+            _discard(conn)
             raise
 
     def _conflict(self, batch: _Batch, workflow_id: str, actual: int) -> None:
@@ -870,6 +873,13 @@ def _usable(conn: Any) -> bool:
         return not conn.is_closed()
     except Exception:  # InterfaceError: released back to the pool
         return False
+
+
+def _discard(conn: Any) -> None:
+    """Terminate a pool connection, which gives its pool the slot back (a closed one too);
+    one its pool took back already refuses the call and needs nothing."""
+    with contextlib.suppress(Exception):
+        conn.terminate()
 
 
 def _owner_key(owner: str) -> int:

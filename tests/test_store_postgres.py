@@ -405,6 +405,50 @@ async def test_listen_wakes_a_follower_on_another_engines_append(
             await reader.close()
 
 
+async def test_an_engine_hears_commits_only_once_it_follows_a_workflow(
+    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cancel requests and mail come on the control channel, which every writing engine
+    # hears; commits are announced on the commit channel, which an engine LISTENs to only
+    # from its first follower on: one that follows nothing is not woken by each of its own
+    # commits.
+    heard: list[str] = []
+    on_notify = _notify.Listener._on_notify
+
+    def counting(self: _notify.Listener, conn: object, pid: int, channel: str, payload: str) -> None:
+        heard.append(payload)
+        on_notify(self, conn, pid, channel, payload)
+
+    monkeypatch.setattr(_notify.Listener, "_on_notify", counting)
+    store, other = PostgresStore(pg_dsn, schema=schema), PostgresStore(pg_dsn, schema=schema)
+    async with running(store, other):
+        assert await store.wait_cancel_requests(0.01) == set()  # now listening
+        await store.append("wf", [started(1)])
+        await store.append("wf", [started(2)])
+        await other.append("elsewhere", [started(1)])
+        await other.request_cancel("wf")
+        # Notifications come in commit order: the cancel request was sent after the commits.
+        assert await store.wait_cancel_requests(3600) == {"wf"}
+        assert heard == ['^["wf"]']
+
+        woken = anyio.Event()
+
+        async def follow() -> None:
+            await store.wait_for_events("followed", 0, poll_interval=3600)
+            woken.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+
+            async def following() -> bool:
+                return "followed" in store._listener.waiters
+
+            await until(following)
+            await other.append("followed", [started(1)])
+            await woken.wait()
+        assert '["followed"]' in heard
+
+
 async def test_wait_for_events_returns_at_once_when_there_are_some(
     pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,13 +1,16 @@
 """LISTEN/NOTIFY for the PostgreSQL store: how a follower hears of other engines' commits.
 
-Each committed batch sends ``NOTIFY`` on a per-schema channel with a JSON array of
-workflow ids (``"*"`` when it would not fit, see ``note``); ``Listener`` LISTENs on a
+Each committed batch sends ``NOTIFY`` on a per-schema *commit channel* with a JSON array
+of workflow ids (``"*"`` when it would not fit, see ``note``); ``Listener`` LISTENs on a
 dedicated connection and wakes whoever waits for one of those workflows. Mail posted to
 the mailbox sends ``"@"`` followed by that array (``mail_note``): it wakes whoever waits
 for mail (``wait_mail``). A cancel asked of the engine that runs a workflow sends ``"^"``
 followed by that array (``cancel_note``): the engines' cancel waiters hear it
-(``wait_cancels``). Notifications are not durable: whoever sends one also checks again.
-for mail (``wait_mail``).
+(``wait_cancels``). Mail and cancels go on a second, *control channel*, which every
+writing engine hears; the commit channel is LISTENed to only from the first follower or
+change feed on, so that an engine that follows nobody else's workflows does not receive
+the NOTIFY of each of its own commits. Notifications are not durable: whoever sends one
+also checks again.
 
 ``NotifyFeed`` is the store's ``ChangeFeed``: the ids of every batch it hears, and a
 *fence* for an answer that misses nothing: PostgreSQL delivers the notifications of
@@ -82,11 +85,15 @@ def cancel_note(workflow_id: str) -> str:
 class Listener:
     """The LISTEN connection of a store (made on first use) and who waits for what."""
 
-    def __init__(self, asyncpg: Any, dsn: str, channel: str) -> None:
+    def __init__(self, asyncpg: Any, dsn: str, channel: str, control: str) -> None:
         self._asyncpg = asyncpg
         self._dsn = dsn
+        #: Where commits are announced, and where mail and cancel requests are.
         self.channel = channel
+        self.control = control
         self._conn: Any = None
+        #: Whether ``_conn`` LISTENs on ``channel`` too (from the first follower on).
+        self._hearing_commits = False
         self._lock: anyio.Lock | None = None
         self._open = False
         #: Workflow id -> the events its waiters sleep on.
@@ -122,7 +129,7 @@ class Listener:
         """Return once ``has_events()`` is true, checking it again whenever a NOTIFY names
         the workflow; polls every ``poll_interval`` seconds while it cannot listen."""
         while True:
-            listening = await self._listen()
+            listening = await self._listen(commits=True)
             woken = anyio.Event()
             self.waiters.setdefault(workflow_id, set()).add(woken)
             try:
@@ -163,42 +170,60 @@ class Listener:
         requests, self.cancel_requests = self.cancel_requests, set()
         return requests
 
-    async def _listen(self) -> bool:
-        """Make sure the LISTEN connection is up; False if it cannot be."""
-        if self._conn is not None and not self._conn.is_closed():
+    async def _listen(self, *, commits: bool = False) -> bool:
+        """Make sure the LISTEN connection is up, hearing the control channel and, with
+        ``commits``, the commit channel too; False if it cannot be."""
+        conn = self._conn
+        if conn is not None and not conn.is_closed() and (self._hearing_commits or not commits):
             return True
         pg = self._asyncpg
         if self._lock is None or not self._open:
             return False
         async with self._lock:
-            if self._conn is not None and not self._conn.is_closed():
-                return True
-            # Shielded: a connection cancelled while it opens is leaked by asyncpg (an
-            # engine closing while its mailbox service starts to listen); a close
-            # meanwhile is seen below, and the connect has a time limit.
-            with anyio.CancelScope(shield=True):
-                try:
-                    conn = await pg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
-                except (OSError, TimeoutError, pg.PostgresError, pg.InterfaceError):
+            conn = self._conn
+            if conn is None or conn.is_closed():
+                conn = await self._connect()
+                if conn is None:
                     return False
-                try:
-                    await conn.add_listener(self.channel, self._on_notify)
-                except (OSError, pg.PostgresError, pg.InterfaceError):
-                    conn.terminate()
-                    return False
-            if not self._open:  # closed meanwhile
-                conn.terminate()
-                return False
-            conn.add_termination_listener(self._on_lost)
-            self._conn = conn
-            for feed in self.feeds:  # what was committed before this LISTEN went unheard
-                feed.missed()
+            if commits and not self._hearing_commits:
+                with anyio.CancelScope(shield=True):  # as in _connect
+                    try:
+                        await conn.add_listener(self.channel, self._on_notify)
+                    except (OSError, pg.PostgresError, pg.InterfaceError):
+                        return False
+                self._hearing_commits = True
+                for feed in self.feeds:  # what was committed before this LISTEN went unheard
+                    feed.missed()
             return True
+
+    async def _connect(self) -> Any:
+        """A new LISTEN connection on the control channel (None if it cannot be made)."""
+        pg = self._asyncpg
+        # Shielded: a connection cancelled while it opens is leaked by asyncpg (an engine
+        # closing while its mailbox service starts to listen); a close meanwhile is seen
+        # below, and the connect has a time limit.
+        with anyio.CancelScope(shield=True):
+            try:
+                conn = await pg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
+            except (OSError, TimeoutError, pg.PostgresError, pg.InterfaceError):
+                return None
+            try:
+                await conn.add_listener(self.control, self._on_notify)
+            except (OSError, pg.PostgresError, pg.InterfaceError):
+                conn.terminate()
+                return None
+        if not self._open:  # closed meanwhile
+            conn.terminate()
+            return None
+        conn.add_termination_listener(self._on_lost)
+        self._conn = conn
+        self._hearing_commits = False
+        return conn
 
     async def fence(self, pool: Callable[[], Any]) -> bool:
         """Send a fence on a connection of ``pool()`` and wait for it to come back: True
         once every batch committed before it has been heard (on this connection)."""
-        if not await self._listen():
+        if not await self._listen(commits=True):
             return False
         pg = self._asyncpg
         token = "!" + uuid.uuid4().hex
@@ -296,7 +321,7 @@ class NotifyFeed(ChangeFeed):
         """The changes heard (fenced: and all committed before the call), with their last
         seqs; every workflow after a gap in what was heard."""
         listener = self._listener
-        if not (await listener.fence(self._pool) if fence else await listener._listen()):
+        if not (await listener.fence(self._pool) if fence else await listener._listen(commits=True)):
             self._missed = True  # cannot tell what was committed meanwhile
         missed, heard = self._missed, self._heard
         self._missed, self._heard = False, set()
@@ -326,7 +351,7 @@ class NotifyFeed(ChangeFeed):
     async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - a recheck period
         if self._missed or self._heard:
             return
-        if not await self._listener._listen():
+        if not await self._listener._listen(commits=True):
             timeout = min(timeout, _UNHEARD_POLL)
             self._missed = True
         with anyio.move_on_after(timeout):

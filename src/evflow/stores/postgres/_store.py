@@ -150,7 +150,7 @@ class PostgresStore(Store):
         self._write_pool: Any = None
         self._write_conn: Any = None
         self._named_locks: dict[str, anyio.Lock] = {}
-        self._listener = Listener(self._asyncpg, dsn, f"evflow.{schema}"[:63])
+        self._listener = Listener(self._asyncpg, dsn, f"evflow.{schema}"[:63], f"evflow-ctl.{schema}"[:63])
         self._write_lock: asyncio.Lock | None = None
         # What this instance knows of each log: the last seq queued, and the workflows
         # whose appends are refused because their last append failed, until a caller is
@@ -771,7 +771,7 @@ class PostgresStore(Store):
                     workflow_id,
                     message,
                     time.time(),
-                    self._listener.channel,
+                    self._listener.control,
                     mail_note(workflow_id),
                 )
         except (OSError, pg.PostgresError, pg.InterfaceError) as exc:
@@ -855,7 +855,7 @@ class PostgresStore(Store):
         pg = self._asyncpg
         try:
             async with pool.acquire() as conn:
-                await conn.execute(self._sql.cancel_note, self._listener.channel, cancel_note(workflow_id))
+                await conn.execute(self._sql.cancel_note, self._listener.control, cancel_note(workflow_id))
         except (OSError, pg.PostgresError, pg.InterfaceError) as exc:
             raise StoreError(f"{self.url}: cannot ask for the cancel of {workflow_id!r}: {exc}") from exc
         return True

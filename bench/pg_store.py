@@ -13,11 +13,12 @@ schema dropped after:
    a step's ``StepStarted`` + ``StepFinished``; nobody listens.
 3. ``store``: the same two events through ``PostgresStore`` (``append_nowait`` of the
    start, ``append`` of the end, with ``run`` committing), as the engine does for a short
-   step; the store's own listener hears every commit's NOTIFY.
+   step. Nothing here waits for mail, cancels or other engines' commits, so the store's
+   listener never connects: an engine's cost of hearing NOTIFYs is not in this figure.
 
 Each line gives wall time and the process's user and system CPU (``getrusage``) per
-operation. The store's figure minus the statement's is what the store adds: its Python,
-the event loop's wake-ups and the NOTIFY its listener receives.
+operation. The store's figure minus the statement's is what the store adds: its Python
+and the event loop's wake-ups.
 """
 
 from __future__ import annotations

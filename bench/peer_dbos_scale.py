@@ -143,6 +143,38 @@ async def fanout(n: int) -> dict[str, float]:
     return {"t_go": t_go, "t_end": t_end, "cpu_s": cpu_seconds() - c0, "n": n}
 
 
+async def bench_b(sizes: list[int]) -> None:
+    """(b) on one executor: 3-step workflows started by one gather, and one after the
+    other (each start awaited, then each result), as scale_out.py's evflow child does."""
+
+    async def gathered(first: int, n: int) -> None:
+        handles = await asyncio.gather(
+            *(DBOS.start_workflow_async(three, i) for i in range(first, first + n))
+        )
+        assert await asyncio.gather(*(h.get_result() for h in handles)) == [
+            i + 3 for i in range(first, first + n)
+        ]
+
+    async def serial(first: int, n: int) -> None:
+        handles = [await DBOS.start_workflow_async(three, i) for i in range(first, first + n)]
+        assert [await h.get_result() for h in handles] == [i + 3 for i in range(first, first + n)]
+
+    first = 0
+    for pattern, fn in (("gathered", gathered), ("serial", serial)):
+        await fn(10**9 + first, WARMUP)
+        for n in sizes:
+            t0 = time.perf_counter()
+            await fn(first, n)
+            emit(
+                SYSTEM,
+                f"s.b.{n}.{pattern}",
+                [n / (time.perf_counter() - t0)],
+                "workflows/s",
+                higher_is_better=True,
+            )
+            first += n
+
+
 async def victim(k: int) -> None:
     await asyncio.gather(*(DBOS.start_workflow_async(napper, i) for i in range(k)))
     await asyncio.sleep(10**6)  # until SIGKILL
@@ -150,16 +182,19 @@ async def victim(k: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["seq", "fanout", "victim", "recoverer", "restart"])
+    parser.add_argument("mode", choices=["seq", "b", "fanout", "victim", "recoverer", "restart"])
     parser.add_argument("--db", required=True, help="the system database (PostgreSQL URL)")
     parser.add_argument("--executor", default="local")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--k", type=int, default=200)
+    parser.add_argument("--sizes", default="200,2000", help="(b) workflow counts")
     args = parser.parse_args()
     launch(args.db, args.executor)
     try:
         if args.mode == "seq":
             bench_seq(args.n)
+        elif args.mode == "b":
+            asyncio.run(bench_b([int(n) for n in args.sizes.split(",")]))
         elif args.mode == "fanout":
             out = asyncio.run(fanout(args.n))
             seconds = out["t_end"] - out["t_go"]

@@ -5,6 +5,7 @@ its system database on the same PostgreSQL server, in one run.
     .venv/bin/python bench/scale_out.py --quick         # 1 round, smaller sizes (~2 min)
     .venv/bin/python bench/scale_out.py --only fanout --procs 1,2 --runs 5
     .venv/bin/python bench/scale_out.py --skip-peers    # evflow only
+    .venv/bin/python bench/scale_out.py --only b --n-b 200,2000 --runs 3
 
 What is measured, each a process (or processes) of its own on a fresh store:
 
@@ -12,6 +13,10 @@ What is measured, each a process (or processes) of its own on a fresh store:
    continuations and a static N-deep DAG, sync and async steps; DBOS: one workflow calling
    a ``@DBOS.step`` N times in a loop, sync and async. Before each round, the commit floor:
    single-row INSERTs, autocommit, one after the other on one asyncpg connection, 0.5 s.
+b. ``b``: issue 16's (b) on one engine: 200 and 2,000 workflows of 3 async steps, started
+   by one ``asyncio.gather`` of ``run_async`` (DBOS: ``start_workflow_async``) and then
+   awaited, and started one after the other (each start awaited, then each result), as
+   ``bench/run.py``'s (b) does on the file store; workflows/s, after 50 of warm-up each.
 2. ``fanout``: N (2,000) workflows of 3 async steps, started by P = 1, 2, 4 processes, each
    with its own engine id (evflow: ``Engine(url, engine_id=...)``; DBOS: ``executor_id``)
    and 1/P of the workflows: ``asyncio.gather`` of its ``run_async`` (DBOS:
@@ -160,6 +165,37 @@ async def child_fanout(url: str, n: int, engine_id: str) -> None:
             n=n,
         )
         await anyio.to_thread.run_sync(sys.stdin.readline)
+
+
+async def child_b(url: str, sizes: list[int]) -> None:
+    from evflow_steps import ainc
+
+    import evflow
+
+    def three(i: int) -> evflow.Node:
+        return ainc.step(ainc.step(ainc.step(i)))
+
+    async def gathered(prefix: str, n: int) -> None:
+        handles = await asyncio.gather(*(three(i).run_async(f"{prefix}-{i}") for i in range(n)))
+        assert await asyncio.gather(*(h.result() for h in handles)) == [i + 3 for i in range(n)]
+
+    async def serial(prefix: str, n: int) -> None:
+        handles = [await three(i).run_async(f"{prefix}-{i}") for i in range(n)]
+        assert [await h.result() for h in handles] == [i + 3 for i in range(n)]
+
+    async with evflow.Engine(url):
+        for pattern, fn in (("gathered", gathered), ("serial", serial)):
+            await fn(f"warm-{pattern}", WARMUP)
+            for n in sizes:
+                t0 = time.perf_counter()
+                await fn(f"b-{pattern}-{n}", n)
+                emit(
+                    "evflow",
+                    f"s.b.{n}.{pattern}",
+                    [n / (time.perf_counter() - t0)],
+                    "workflows/s",
+                    higher_is_better=True,
+                )
 
 
 async def child_victim(url: str, k: int, engine_id: str) -> None:
@@ -393,6 +429,23 @@ class Driver:
             for rec in recs:
                 self.add("dbos", rec["key"], rec)
             self.note(f"round {r}: DBOS seq " + ", ".join(f"{x['key']} {x['values'][0]:,.0f}" for x in recs))
+
+    # -- (b) on one engine: gathered, and each start awaited in turn --------------------------
+
+    def b(self, r: int) -> None:
+        sizes = ",".join(str(n) for n in self.args.n_b)
+        with self.evflow_store() as (url, _):
+            recs = self.run_child(f"evflow-b-r{r}", [*self.me, "b", "--url", url, "--sizes", sizes])
+        for rec in recs:
+            self.add("evflow", rec["key"], rec)
+        self.note(f"round {r}: evflow b " + ", ".join(f"{x['key']} {x['values'][0]:,.0f}" for x in recs))
+        if self.dbos:
+            with self.dbos_database() as (db, _):
+                cmd = [*self.dbos, "b", "--db", db, "--sizes", sizes, "--executor", "b"]
+                recs = self.run_child(f"dbos-b-r{r}", cmd)
+            for rec in recs:
+                self.add("dbos", rec["key"], rec)
+            self.note(f"round {r}: DBOS b " + ", ".join(f"{x['key']} {x['values'][0]:,.1f}" for x in recs))
 
     # -- (2) fan-out over P processes ---------------------------------------------------------
 
@@ -655,6 +708,8 @@ class Driver:
         for r in range(1, a.runs + 1):
             if "seq" in parts:
                 self.seq(r)
+            if "b" in parts:
+                self.b(r)
             if "fanout" in parts:
                 for procs in a.procs:
                     self.fanout(r, procs)
@@ -707,6 +762,16 @@ class Driver:
                         ratio=False,
                     )
             row("    PostgreSQL commit floor (1 connection)", self.values("pg", "floor"), [], "commits/s")
+        if "b" in parts:
+            for pattern, what in (("gathered", "gathered"), ("serial", "each start awaited in turn")):
+                for n in a.n_b:
+                    key = f"s.b.{n}.{pattern}"
+                    row(
+                        f"(b) {n:,} workflows x 3 steps, {what}",
+                        self.values("evflow", key),
+                        self.values("dbos", key),
+                        "workflows/s",
+                    )
         if "fanout" in parts:
             base = {s: self.values(s, "fanout.1") for s in ("evflow", "dbos")}
             for procs in a.procs:
@@ -838,12 +903,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "seq", "fanout", "victim"])
+    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "seq", "b", "fanout", "victim"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round; 100 steps, 400 workflows, K = 50")
-    parser.add_argument("--only", default="seq,fanout,recovery", help="parts: seq, fanout, recovery")
+    parser.add_argument("--only", default="seq,b,fanout,recovery", help="parts: seq, b, fanout, recovery")
     parser.add_argument("--skip-peers", action="store_true", help="evflow only")
     parser.add_argument("--n-seq", type=int, default=500, help="(1) steps in the workflow")
+    parser.add_argument("--n-b", default="200,2000", help="(b) workflow counts, one engine")
     parser.add_argument("--n-fan", type=int, default=2000, help="(2) workflows in all")
     parser.add_argument("--procs", default="1,2,4", help="(2) process counts")
     parser.add_argument("--k", type=int, default=200, help="(3) workflows in flight in the victim")
@@ -857,9 +923,13 @@ def main() -> None:
     parser.add_argument("--url")
     parser.add_argument("--n", type=int)
     parser.add_argument("--engine-id")
+    parser.add_argument("--sizes", default="")
     args = parser.parse_args()
     if args.mode == "seq":
         asyncio.run(child_seq(args.url, args.n))
+        return
+    if args.mode == "b":
+        asyncio.run(child_b(args.url, [int(n) for n in args.sizes.split(",")]))
         return
     if args.mode == "fanout":
         asyncio.run(child_fanout(args.url, args.n, args.engine_id))
@@ -868,8 +938,9 @@ def main() -> None:
         asyncio.run(child_victim(args.url, args.k, args.engine_id))
         return
     if args.quick:
-        args.runs, args.n_seq, args.n_fan, args.k = 1, 100, 400, 50
+        args.runs, args.n_seq, args.n_fan, args.k, args.n_b = 1, 100, 400, 50, "100"
     args.procs = [int(p) for p in str(args.procs).split(",") if p]
+    args.n_b = [int(n) for n in str(args.n_b).split(",") if n]
     args.recovery_intervals = [float(x) for x in str(args.recovery_intervals).split(",") if x]
     Driver(args).run()
 

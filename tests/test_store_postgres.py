@@ -91,6 +91,25 @@ async def until(condition: Callable[[], Awaitable[bool]]) -> None:
         await anyio.sleep(0.01)
 
 
+@asynccontextmanager
+async def follower(store: PostgresStore, workflow_id: str, after: int) -> AsyncIterator[anyio.Event]:
+    """A task following the workflow's events after ``after`` (the event is set once it is
+    woken), from the moment it listens for them (it polls an hour apart)."""
+    woken = anyio.Event()
+
+    async def follow() -> None:
+        await store.wait_for_events(workflow_id, after, poll_interval=3600)
+        woken.set()
+
+    async def listening() -> bool:
+        return workflow_id in store._listener.waiters
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+        await until(listening)
+        yield woken
+
+
 pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
 
 
@@ -381,19 +400,7 @@ async def test_listen_wakes_a_follower_on_another_engines_append(
         await writer.append("wf", [started(1)])
         await reader.open()
         try:
-            woken = anyio.Event()
-
-            async def follow() -> None:
-                await reader.wait_for_events("wf", 1, poll_interval=3600)
-                woken.set()
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(follow)
-
-                async def listening() -> bool:
-                    return "wf" in reader._listener.waiters
-
-                await until(listening)
+            async with follower(reader, "wf", 1) as woken:
                 assert not woken.is_set()
                 if many:  # a NOTIFY payload is limited: this batch sends "*" instead of ids
                     for n in range(40):
@@ -412,6 +419,7 @@ async def test_an_engine_hears_commits_only_once_it_follows_a_workflow(
     # hears; commits are announced on the commit channel, which an engine LISTENs to only
     # from its first follower on: one that follows nothing is not woken by each of its own
     # commits.
+    monkeypatch.setattr(_notify, "LISTEN_RECHECK", 3600.0)  # only a NOTIFY can wake a follower
     heard: list[str] = []
     on_notify = _notify.Listener._on_notify
 
@@ -431,19 +439,7 @@ async def test_an_engine_hears_commits_only_once_it_follows_a_workflow(
         assert await store.wait_cancel_requests(3600) == {"wf"}
         assert heard == ['^["wf"]']
 
-        woken = anyio.Event()
-
-        async def follow() -> None:
-            await store.wait_for_events("followed", 0, poll_interval=3600)
-            woken.set()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(follow)
-
-            async def following() -> bool:
-                return "followed" in store._listener.waiters
-
-            await until(following)
+        async with follower(store, "followed", 0) as woken:
             await other.append("followed", [started(1)])
             await woken.wait()
         assert '["followed"]' in heard

@@ -168,34 +168,17 @@ async def child_fanout(url: str, n: int, engine_id: str) -> None:
 
 
 async def child_b(url: str, sizes: list[int]) -> None:
-    from evflow_steps import ainc
+    # The same drivers as bench/run.py's (b) on the file store.
+    from evflow_work import run_many, run_serial
 
     import evflow
 
-    def three(i: int) -> evflow.Node:
-        return ainc.step(ainc.step(ainc.step(i)))
-
-    async def gathered(prefix: str, n: int) -> None:
-        handles = await asyncio.gather(*(three(i).run_async(f"{prefix}-{i}") for i in range(n)))
-        assert await asyncio.gather(*(h.result() for h in handles)) == [i + 3 for i in range(n)]
-
-    async def serial(prefix: str, n: int) -> None:
-        handles = [await three(i).run_async(f"{prefix}-{i}") for i in range(n)]
-        assert [await h.result() for h in handles] == [i + 3 for i in range(n)]
-
-    async with evflow.Engine(url):
-        for pattern, fn in (("gathered", gathered), ("serial", serial)):
-            await fn(f"warm-{pattern}", WARMUP)
+    async with evflow.Engine(url) as engine:
+        for pattern, fn in (("gathered", run_many), ("serial", run_serial)):
+            await fn(WARMUP, engine, f"warm-{pattern}")
             for n in sizes:
-                t0 = time.perf_counter()
-                await fn(f"b-{pattern}-{n}", n)
-                emit(
-                    "evflow",
-                    f"s.b.{n}.{pattern}",
-                    [n / (time.perf_counter() - t0)],
-                    "workflows/s",
-                    higher_is_better=True,
-                )
+                rate = await fn(n, engine, f"b-{pattern}-{n}")
+                emit("evflow", f"s.b.{n}.{pattern}", [rate], "workflows/s", higher_is_better=True)
 
 
 async def child_victim(url: str, k: int, engine_id: str) -> None:

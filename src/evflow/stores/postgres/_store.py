@@ -366,14 +366,15 @@ class PostgresStore(Store):
             except Exception:  # a dead connection is as good as closed
                 conn.terminate()
         conn, self._write_conn = self._write_conn, None
-        if conn is not None and not _usable(conn):
-            _discard(conn)
-        elif conn is not None:
-            try:
-                await self._write_pool.release(conn)
-            except BaseException:
+        if conn is not None:
+            if not _usable(conn):
                 _discard(conn)
-                raise
+            else:
+                try:
+                    await self._write_pool.release(conn)
+                except BaseException:
+                    _discard(conn)
+                    raise
         for attr in ("_write_pool", "_lock_pool", "_pool"):
             pool = getattr(self, attr)
             setattr(self, attr, None)
@@ -867,8 +868,8 @@ class PostgresStore(Store):
 
 
 def _usable(conn: Any) -> bool:
-    """Whether a pool connection still works: a closed one (the server ended it) has gone
-    back to its pool, and its proxy refuses every call."""
+    """Whether a pool connection still works: not closed (the server may have ended it),
+    nor taken back by its pool already (its proxy then refuses every call)."""
     try:
         return not conn.is_closed()
     except Exception:  # InterfaceError: released back to the pool
